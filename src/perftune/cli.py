@@ -1,0 +1,131 @@
+"""The ``perftune`` command line: parse, call the library, render with Rich. Logic lives in the library."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from perftune import __version__
+from perftune.errors import PerftuneError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Tune, track and compare models with system metrics as first-class objectives.",
+)
+# Piped output (CI logs, `make demo | tee`) gets a wide fixed width instead of Rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160)))
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else int(os.environ.get("COLUMNS", 160)))
+_debug = False
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    if _debug:
+        raise exc
+    code = getattr(exc, "exit_code", 1)
+    err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"perftune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+@app.command()
+def tune(
+    spec: Annotated[Path, typer.Argument(help="The study spec (YAML).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default <workspace>/runs/<study>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted study in --out.")] = False,
+    address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster, e.g. ray://head:10001.")] = None,
+    workspace: Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")] = None,
+) -> None:
+    """Run a study: tune every dataset × model under the spec's objectives and budgets."""
+    from perftune.console import LiveProgress, compute_line, result_table
+    from perftune.spec import load_spec
+    from perftune.tuning.engine import run_study
+
+    try:
+        loaded = load_spec(spec)
+        if workspace is not None:
+            loaded.workspace = str(workspace)
+        with LiveProgress(console, loaded.name or spec.stem) as progress:
+            result = run_study(loaded, out=out, resume=resume, address=address, progress=progress, spec_path=str(spec))
+    except PerftuneError as exc:
+        _fail(exc)
+    console.print(result_table(result))
+    for note in result.skipped:
+        console.print(f"[yellow]skipped[/] {note['dataset']} × {note['model']}: {note['reason']}")
+    console.print(compute_line(result))
+    console.print(f"summary: {result.out_dir / 'summary.json'}")
+    console.print(
+        f"MLflow: mlflow ui --backend-store-uri {result.tracking['uri']}"
+        f"  (parent run {result.tracking['parent_run_id']})"
+    )
+
+
+@app.command()
+def datasets(
+    all_: Annotated[bool, typer.Option("--all", help="Also list datasets that would be downloaded.")] = False,
+) -> None:
+    """List the datasets perftune can load, and from where."""
+    from perftune.data import data_dir, list_datasets
+
+    try:
+        infos = list_datasets(everything=all_)
+    except PerftuneError as exc:
+        _fail(exc)
+    table = Table(title=f"datasets (data dir: {data_dir()}; set PERFTUNE_DATA_DIR to change)", title_justify="left")
+    for column in ("name", "source", "task", "rows", "features", "available", "location"):
+        table.add_column(column, overflow="fold")
+    for info in infos:
+        table.add_row(
+            info.name,
+            info.source,
+            info.task or "?",
+            str(info.rows or "?"),
+            str(info.features or "?"),
+            info.available,
+            info.location,
+        )
+    console.print(table)
+    if not all_:
+        console.print(
+            "Also: any PMLB name (`--all` lists them; fetched on first use), and CSV/Parquet files "
+            "via {path: data.csv, target: y} in a spec."
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Rich rendering for the CLI: the live study display and the result tables."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from perftune.tuning.results import GroupResult, StudyResult
+
+_KEY_METRICS = ("train_time_s", "memory_mb_peak", "latency_ms_p95", "model_size_bytes")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class LiveProgress:
+    """A Rich live panel: trials done / running / stopped by budget / failed, best feasible, elapsed."""
+
+    def __init__(self, console: Console, study: str) -> None:
+        self.console, self.study = console, study
+        self.t0 = time.time()
+        self.snapshot: dict[str, Any] = {}
+        self.finished: list[GroupResult] = []
+        self.live = Live(
+            self._render(), console=console, refresh_per_second=4, transient=True, get_renderable=self._render
+        )
+
+    def __enter__(self) -> LiveProgress:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.__exit__(*exc)
+
+    def group_started(self, dataset: str, model: str, planned: int) -> None:
+        self.snapshot = {
+            "dataset": dataset,
+            "model": model,
+            "planned": planned,
+            "running": 0,
+            "counts": {},
+            "best": None,
+            "elapsed_s": 0.0,
+        }
+
+    def trial_update(self, snapshot: dict[str, Any]) -> None:
+        self.snapshot = snapshot
+
+    def group_finished(self, group: GroupResult) -> None:
+        self.finished.append(group)
+        best = group.best
+        primary = group.objectives[0].metric
+        shown = f"{primary}={_fmt(best.metrics[primary])}" if best else "no feasible trial"
+        c = group.counts()
+        self.console.print(
+            f"[green]✓[/] {group.dataset} × {group.model}: {len(group.trials)} trials "
+            f"({c['completed']} completed, {c['stopped_budget']} stopped by budget, "
+            f"{c['stopped_early']} stopped early, {c['failed']} failed); best feasible {shown}"
+        )
+
+    def _render(self) -> Any:
+        s = self.snapshot
+        elapsed = time.time() - self.t0
+        if not s:
+            return Text(f"{self.study}: preparing data and Ray … {elapsed:.0f}s")
+        counts = s.get("counts", {})
+        done = sum(counts.values())
+        table = Table.grid(padding=(0, 2))
+        table.add_row(
+            Text(f"{self.study} · {s['dataset']} × {s['model']}", style="bold"), Text(f"elapsed {elapsed:.0f}s")
+        )
+        table.add_row(f"trials {done}/{s.get('planned', '?')} done", f"running {s.get('running', 0)}")
+        table.add_row(f"completed {counts.get('completed', 0)}", f"stopped by budget {counts.get('stopped_budget', 0)}")
+        table.add_row(f"stopped early {counts.get('stopped_early', 0)}", f"failed {counts.get('failed', 0)}")
+        best = s.get("best")
+        line = (
+            f"best feasible: {best['metric']} = {_fmt(best['value'])}  {best['params']}"
+            if best
+            else "best feasible: none yet"
+        )
+        return Group(table, Text(line))
+
+
+def result_table(result: StudyResult) -> Table:
+    """Best feasible trial per dataset × model."""
+    table = Table(title=f"{result.name}: best feasible trial per dataset × model", title_justify="left")
+    for column in (
+        "dataset",
+        "model",
+        "trials",
+        "done/budget/early/failed",
+        "objective",
+        "params",
+        *_KEY_METRICS,
+        "mlflow run",
+    ):
+        table.add_column(column, overflow="fold")
+    for group in result.groups:
+        c = group.counts()
+        best = group.best
+        counts = f"{c['completed']}/{c['stopped_budget']}/{c['stopped_early']}/{c['failed']}"
+        if best is None:
+            table.add_row(
+                group.dataset,
+                group.model,
+                str(len(group.trials)),
+                counts,
+                "no feasible trial",
+                *[""] * (len(_KEY_METRICS) + 2),
+            )
+            continue
+        primary = group.objectives[0].metric
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        table.add_row(
+            group.dataset,
+            group.model,
+            str(len(group.trials)),
+            counts,
+            f"{primary}={_fmt(best.metrics.get(primary))}",
+            params,
+            *[_fmt(best.metrics.get(m, "")) for m in _KEY_METRICS],
+            (best.mlflow_run_id or "")[:12],
+        )
+    return table
+
+
+def compute_line(result: StudyResult) -> str:
+    c = result.compute()
+    return (
+        f"compute: {c['cpu_s']:.1f} CPU-s in {c['trial_s']:.1f} trial-s (wall {c['wall_s']:.1f}s); "
+        f"stopping saved ≈{c['saved_cpu_s_est']:.1f} CPU-s of a ≈{c['counterfactual_cpu_s']:.1f} CPU-s full search "
+        f"(×{c['savings_factor_est']:.2f})"
+    )

@@ -1,0 +1,37 @@
+"""Data: load → validate → fingerprint → split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perftune.data.dataset import Dataset, dataset_from_frame
+from perftune.data.sources import DEFAULT_SOURCE, DatasetInfo, data_dir, list_datasets, read_table
+from perftune.data.split import Fold, PreparedData, prepare
+from perftune.spec import DatasetSpec
+
+
+def load_dataset(spec: DatasetSpec, *, seed: int = 0, root: Path | None = None) -> Dataset:
+    """Read, validate and fingerprint one dataset named in a spec."""
+    raw = read_table(spec, root)
+    return dataset_from_frame(
+        raw.frame,
+        name=spec.name,
+        source=spec.source or DEFAULT_SOURCE,
+        location=raw.location,
+        target=raw.target,
+        task=spec.task or raw.task,
+        sample=spec.sample,
+        seed=seed,
+    )
+
+
+__all__ = [
+    "Dataset",
+    "DatasetInfo",
+    "Fold",
+    "PreparedData",
+    "data_dir",
+    "list_datasets",
+    "load_dataset",
+    "prepare",
+]

@@ -1,0 +1,99 @@
+"""Dataset sources (a plug-in point): where a named dataset comes from and how it is read.
+
+A source is one class with a ``name`` that implements :class:`Source` and is registered with
+:func:`register_source`. ``load_dataset`` picks the source from the spec entry (``source:`` or a
+``prefix:name``), reads a table and validates it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import pandas as pd
+
+from perftune.errors import DatasetError
+from perftune.spec import DatasetSpec
+
+DEFAULT_SOURCE = "pmlb"
+
+
+def data_dir() -> Path:
+    """Where offline copies and downloads live: ``$PERFTUNE_DATA_DIR``, else the user's cache folder."""
+    configured = os.environ.get("PERFTUNE_DATA_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "perftune" / "datasets"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One row of ``perftune datasets``."""
+
+    name: str
+    source: str
+    task: str | None
+    rows: int | None
+    features: int | None
+    available: str  # "local" or "download on first use"
+    location: str
+
+
+@dataclass
+class RawTable:
+    """A table as read from a source, before validation."""
+
+    frame: pd.DataFrame
+    target: str
+    location: str
+    task: str | None = None
+
+
+class Source(Protocol):
+    name: ClassVar[str]
+
+    def check(self, spec: DatasetSpec, root: Path) -> str | None:
+        """Cheaply check that the dataset exists (raise DatasetError if not); return its task if known."""
+
+    def read(self, spec: DatasetSpec, root: Path) -> RawTable:
+        """Read the dataset's table; raise DatasetError (unknown name) or DataUnavailableError."""
+
+    def list(self, root: Path, everything: bool = False) -> list[DatasetInfo]:
+        """What this source can load (``everything``: also what would be downloaded)."""
+
+
+_SOURCES: dict[str, type[Source]] = {}
+
+
+def register_source(cls: type[Source]) -> type[Source]:
+    _SOURCES[cls.name] = cls
+    return cls
+
+
+def get_source(name: str) -> Source:
+    from perftune.data import file_source, pmlb_source, sklearn_source  # noqa: F401  (registration)
+
+    try:
+        return _SOURCES[name]()
+    except KeyError:
+        raise DatasetError(f"unknown dataset source {name!r}; known: {', '.join(sorted(_SOURCES))}") from None
+
+
+def source_names() -> list[str]:
+    from perftune.data import file_source, pmlb_source, sklearn_source  # noqa: F401
+
+    return sorted(_SOURCES)
+
+
+def read_table(spec: DatasetSpec, root: Path | None = None) -> RawTable:
+    """Read the raw table for a spec entry (no validation yet)."""
+    source = get_source(spec.source or DEFAULT_SOURCE)
+    return source.read(spec, root or data_dir())
+
+
+def list_datasets(everything: bool = False, root: Path | None = None) -> list[DatasetInfo]:
+    root = root or data_dir()
+    return [info for name in source_names() for info in get_source(name).list(root, everything)]

@@ -1,0 +1,84 @@
+"""The metric registry: every metric perftune reports, with its unit, direction and behaviour.
+
+A new metric is one :func:`register_metric` call. Budgets use ``growth`` to decide whether a metric can
+stop a trial early (it only grows during training) or only decides feasibility at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Growth = Literal["cumulative", "level", "none"]
+Phase = Literal["window", "final"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a metric name means.
+
+    Attributes:
+        name: the reported key, with its unit in the name (``train_time_s``).
+        direction: which way is better when it is an objective.
+        phase: ``window`` metrics are reported every ``eval_every`` steps; ``final`` ones once per trial.
+        growth: ``cumulative`` grows with steps at a rate (time, CPU seconds, steps); ``level`` is a
+            peak that only rises (peak memory); ``none`` can go either way.
+        tasks: the tasks the metric exists for.
+        description: one line for people.
+    """
+
+    name: str
+    direction: Literal["min", "max"]
+    phase: Phase
+    growth: Growth
+    tasks: frozenset[str]
+    description: str
+
+    @property
+    def can_stop_early(self) -> bool:
+        return self.growth != "none"
+
+
+_BOTH = frozenset({"classification", "regression"})
+_REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add a metric to the registry (a plug-in point)."""
+    _REGISTRY[metric.name] = metric
+    return metric
+
+
+def get_metric(name: str) -> Metric | None:
+    return _REGISTRY.get(name)
+
+
+def metric_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _m(name: str, direction: str, phase: str, growth: str, description: str, tasks: frozenset[str] = _BOTH) -> None:
+    register_metric(Metric(name, direction, phase, growth, tasks, description))  # type: ignore[arg-type]
+
+
+# ML metrics (validation data unless said otherwise)
+_m("train_loss", "min", "window", "none", "mean training loss of the window's mini-batches (before each update)")
+_m("val_loss", "min", "window", "none", "loss on the validation data, same loss as training")
+_m("accuracy", "max", "window", "none", "validation accuracy", frozenset({"classification"}))
+_m("rmse", "min", "window", "none", "validation root mean squared error", frozenset({"regression"}))
+# system metrics during training
+_m("steps", "min", "window", "cumulative", "mini-batch updates done")
+_m("epoch", "min", "window", "cumulative", "passes over the training data (fractional)")
+_m("train_time_s", "min", "window", "cumulative", "wall time of training so far, validation included")
+_m("cpu_s", "min", "window", "cumulative", "CPU seconds used by the trial's process so far (the compute budget)")
+_m("step_time_ms_mean", "min", "window", "none", "mean wall time of one mini-batch update in the window")
+_m("step_time_ms_p95", "min", "window", "none", "95th percentile step time in the window")
+_m("cpu_percent", "min", "window", "none", "process CPU time / wall time × 100 over the window")
+_m("memory_mb", "min", "window", "level", "RSS − shared of the trial's process (MiB)")
+_m("memory_mb_peak", "min", "window", "level", "peak of memory_mb so far (MiB)")
+_m("gpu_memory_mb", "min", "window", "level", "peak GPU memory allocated (MiB), only where a GPU exists")
+# end-of-trial inference metrics
+_m("latency_ms_p50", "min", "final", "none", "median latency of single-row predict (ms)")
+_m("latency_ms_p95", "min", "final", "none", "95th percentile latency of single-row predict (ms)")
+_m("throughput_rps", "max", "final", "none", "rows predicted per second in batches")
+_m("model_size_bytes", "min", "final", "none", "size of the serialized model")

@@ -1,0 +1,426 @@
+"""The study spec: YAML → pydantic models. The one place where defaults live.
+
+This module checks *structure* (types, ranges, required fields). Checks that need the registries of
+metrics, model families and datasets (``unknown metric``, ``unknown dataset``) are done when a study is
+planned (:mod:`perftune.tuning.plan`), still before anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from perftune.errors import SpecError
+
+Task = Literal["classification", "regression"]
+TASKS: tuple[str, ...] = ("classification", "regression")
+DEFAULT_WORKSPACE = "perftune-workspace"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Search-space domains
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Values:
+    """A finite list of values (grid-searchable)."""
+
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class PowersOfTwo:
+    """2**start, 2**(start+1), … up to ``until`` (an int, or ``"n_samples"``: the training-fold size)."""
+
+    start_exp: int
+    until: int | Literal["n_samples"]
+
+
+@dataclass(frozen=True)
+class PowersOfTen:
+    """10**start … 10**end (exponents inclusive)."""
+
+    start_exp: int
+    end_exp: int
+
+
+@dataclass(frozen=True)
+class Range:
+    """A continuous (or integer) range for random / model-based search."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+Domain = Values | PowersOfTwo | PowersOfTen | Range
+
+_DOMAIN_FORMS = (
+    "a constant, a list, {powers_of_two: {from: 1, until: n_samples}}, "
+    "{powers_of_ten: {from: -4, to: -1}}, {uniform: [low, high]}, {loguniform: [low, high]} "
+    "or {randint: [low, high]}"
+)
+
+
+def parse_domain(raw: Any) -> Domain:
+    """Parse one search-space entry of the spec into a :data:`Domain`."""
+    if isinstance(raw, list):
+        if not raw:
+            raise ValueError("empty list: give at least one value")
+        return Values(tuple(raw))
+    if not isinstance(raw, dict):
+        return Values((raw,))
+    if len(raw) != 1:
+        raise ValueError(f"expected exactly one of the forms {_DOMAIN_FORMS}; got keys {sorted(raw)}")
+    ((kind, arg),) = raw.items()
+    if kind == "powers_of_two":
+        if not isinstance(arg, dict) or "from" not in arg or "until" not in arg:
+            raise ValueError("powers_of_two needs {from: <exponent>, until: <int or n_samples>}")
+        until = arg["until"]
+        if until != "n_samples" and not (isinstance(until, int) and until >= 1):
+            raise ValueError(f"powers_of_two.until must be a positive int or 'n_samples', not {until!r}")
+        start = _int(arg["from"], "powers_of_two.from")
+        if start < 0:
+            raise ValueError(f"powers_of_two.from is an exponent >= 0 (1 gives 2), not {start}")
+        return PowersOfTwo(start, until)
+    if kind == "powers_of_ten":
+        if not isinstance(arg, dict) or "from" not in arg or "to" not in arg:
+            raise ValueError("powers_of_ten needs {from: <exponent>, to: <exponent>}")
+        start, end = _int(arg["from"], "powers_of_ten.from"), _int(arg["to"], "powers_of_ten.to")
+        if end < start:
+            raise ValueError(f"powers_of_ten: 'to' ({end}) must be >= 'from' ({start})")
+        return PowersOfTen(start, end)
+    if kind in ("uniform", "loguniform", "randint"):
+        if not (isinstance(arg, list) and len(arg) == 2 and all(_is_number(v) for v in arg)):
+            raise ValueError(f"{kind} needs [low, high], got {arg!r}")
+        low, high = float(arg[0]), float(arg[1])
+        if not low < high:
+            raise ValueError(f"{kind}: low ({low:g}) must be below high ({high:g})")
+        if kind == "loguniform" and low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {low:g}")
+        return Range(low, high, log=kind == "loguniform", integer=kind == "randint")
+    raise ValueError(f"unknown form {kind!r}; use {_DOMAIN_FORMS}")
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, not {value!r}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------------------------------
+# Spec sections
+# --------------------------------------------------------------------------------------------------
+
+
+class DatasetSpec(_Model):
+    """One dataset. A plain string ``"diabetes"`` means ``{name: diabetes}`` (PMLB)."""
+
+    name: str = Field(min_length=1)
+    source: Literal["pmlb", "sklearn", "file"] | None = None
+    path: str | None = None
+    target: str | None = None
+    task: Task | None = None
+    sample: int | None = Field(default=None, ge=10, description="random subsample of rows (seeded)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        if isinstance(raw, dict):
+            raw = dict(raw)
+            name = raw.get("name")
+            if isinstance(name, str) and ":" in name and raw.get("source") is None:
+                prefix, rest = name.split(":", 1)
+                raw["source"], raw["name"] = prefix, rest
+            if raw.get("path") and not raw.get("name"):
+                raw["name"] = Path(str(raw["path"])).stem
+            if raw.get("path") and raw.get("source") is None:
+                raw["source"] = "file"
+        return raw
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> DatasetSpec:
+        if self.source == "file" and not self.path:
+            raise ValueError(f"dataset {self.name!r}: source 'file' needs 'path' (a .csv or .parquet file)")
+        return self
+
+
+class ObjectiveSpec(_Model):
+    """A metric to optimise. ``metric`` may depend on the task: ``{classification: accuracy, regression: rmse}``."""
+
+    metric: str | dict[Task, str]
+    mode: Literal["min", "max"] | None = Field(default=None, description="default: the metric's direction")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, raw: Any) -> Any:
+        return {"metric": raw} if isinstance(raw, str) else raw
+
+    def metric_for(self, task: str) -> str | None:
+        if isinstance(self.metric, str):
+            return self.metric
+        return self.metric.get(task)  # type: ignore[call-overload]
+
+
+_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*(\S+)\s*$")
+
+
+class ConstraintSpec(_Model):
+    """``metric <= bound`` or ``metric >= bound``; written as a string or a mapping."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+    task: Task | None = Field(default=None, description="apply only to datasets of this task")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_string(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            match = _CONSTRAINT_RE.match(raw)
+            if not match:
+                raise ValueError(f"cannot parse constraint {raw!r}; write it as 'metric <= bound' or 'metric >= bound'")
+            metric, op, bound = match.groups()
+            try:
+                value = float(bound)
+            except ValueError:
+                raise ValueError(f"constraint {raw!r}: bound {bound!r} is not a number") from None
+            return {"metric": metric, "op": op, "bound": value}
+        return raw
+
+    @field_validator("bound")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("bound must be a finite number")
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+class EarlyStoppingSpec(_Model):
+    """Budget-driven early stopping (see DESIGN.md "Budgets and early stopping")."""
+
+    policy: Literal["none", "violation", "projected"] = "projected"
+    min_observations: int = Field(default=2, ge=1, description="reports before `projected` may stop a trial")
+    slack: float = Field(default=0.0, ge=0.0, description="`projected` stops when projection > bound × (1 + slack)")
+
+
+class SchedulerSpec(_Model):
+    """An ML-metric scheduler from Ray Tune, combined with the budget stoppers."""
+
+    type: Literal["asha"] = "asha"
+    metric: str | dict[Task, str] = "val_loss"
+    mode: Literal["min", "max"] | None = None
+    grace_period: float = Field(default=1.0, gt=0, description="epochs before a trial can be stopped")
+    reduction_factor: float = Field(default=3.0, gt=1)
+
+    def metric_for(self, task: str) -> str | None:
+        return self.metric if isinstance(self.metric, str) else self.metric.get(task)  # type: ignore[call-overload]
+
+
+class SearchSpec(_Model):
+    """How hyperparameters are searched."""
+
+    algorithm: Literal["grid", "random", "tpe", "nsga2"] = "grid"
+    num_samples: int = Field(default=1, ge=1, description="grid: repeats of the grid; others: number of trials")
+    space: dict[str, Any]
+    scheduler: SchedulerSpec | None = None
+
+    @field_validator("space")
+    @classmethod
+    def _parse_space(cls, raw: dict[str, Any]) -> dict[str, Domain]:
+        if not raw:
+            raise ValueError("the search space is empty; give at least one hyperparameter, e.g. batch_size: [32]")
+        parsed: dict[str, Domain] = {}
+        for name, value in raw.items():
+            try:
+                parsed[name] = (
+                    value if isinstance(value, (Values, PowersOfTwo, PowersOfTen, Range)) else parse_domain(value)
+                )
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return parsed
+
+    @model_validator(mode="after")
+    def _grid_is_discrete(self) -> SearchSpec:
+        if self.algorithm == "grid":
+            ranges = [name for name, dom in self.space.items() if isinstance(dom, Range)]
+            if ranges:
+                raise ValueError(
+                    f"grid search needs discrete values but {', '.join(ranges)} is a range; give a list or "
+                    "powers_of_two/powers_of_ten, or set search.algorithm to random, tpe or nsga2"
+                )
+        return self
+
+
+class EvaluationSpec(_Model):
+    """How trials are evaluated."""
+
+    test_fraction: float = Field(default=0.3, gt=0, lt=1, description="held out; never seen during tuning")
+    cv_folds: int = Field(default=1, ge=1, description="k-fold CV on the training part; 1 = one validation split")
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1, description="used when cv_folds is 1")
+    eval_every: int = Field(default=100, ge=1, description="steps between metric reports")
+    latency_rows: int = Field(default=200, ge=10, description="single-row predictions timed at trial end")
+    throughput_batch: int = Field(default=1024, ge=1, description="rows per batch for throughput at trial end")
+
+
+class ExecutionSpec(_Model):
+    """Where and how trials run."""
+
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    max_concurrent: int | None = Field(default=None, ge=1, description="default: as many as the CPUs allow")
+    address: str | None = Field(default=None, description="an existing Ray cluster, e.g. ray://head:10001")
+
+
+class TrackingSpec(_Model):
+    """MLflow tracking."""
+
+    uri: str | None = Field(default=None, description="default: sqlite:///<workspace>/mlflow.db")
+    experiment: str = "perftune"
+
+
+class Spec(_Model):
+    """A whole study: what to tune, on which data, under which budgets."""
+
+    name: str | None = Field(default=None, description="default: the spec file's name")
+    seed: int = 0
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)
+    search: SearchSpec
+    objectives: list[ObjectiveSpec] = Field(min_length=1)
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    workspace: str | None = Field(default=None, description="default: $PERFTUNE_WORKSPACE or ./perftune-workspace")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[str]) -> list[str]:
+        if len(set(models)) != len(models):
+            raise ValueError(f"models lists a family twice: {models}")
+        return models
+
+    # -- derived ----------------------------------------------------------------------------------
+    def workspace_path(self) -> Path:
+        return Path(self.workspace or os.environ.get("PERFTUNE_WORKSPACE") or DEFAULT_WORKSPACE)
+
+    def tracking_uri(self) -> str:
+        if self.tracking.uri:
+            return self.tracking.uri
+        return f"sqlite:///{self.workspace_path().resolve() / 'mlflow.db'}"
+
+    def fingerprint(self) -> str:
+        """sha256 of everything that decides the study's results (not where it runs or is logged)."""
+        payload = self.model_dump(mode="json", exclude={"name", "execution", "tracking", "workspace"})
+        payload["search"]["space"] = {k: repr(v) for k, v in self.search.space.items()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a YAML spec file. Relative dataset paths are resolved against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    spec = parse_spec(path.read_text(encoding="utf-8"), origin=str(path))
+    if spec.name is None:
+        spec.name = path.stem
+    for dataset in spec.datasets:
+        if dataset.path and not Path(dataset.path).is_absolute():
+            dataset.path = str((path.parent / dataset.path).resolve())
+    return spec
+
+
+def parse_spec(text: str, origin: str = "<spec>") -> Spec:
+    """Parse YAML text into a :class:`Spec`; every problem becomes one :class:`SpecError` line."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{origin}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{origin}: a spec is a YAML mapping with datasets, models, search and objectives")
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{origin}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+    if spec.name is None and origin != "<spec>":
+        spec.name = Path(origin).stem
+    return spec
+
+
+def _describe(err: Any) -> str:
+    loc = _loc(err["loc"])
+    if err["type"] == "extra_forbidden":
+        allowed = _fields_at(err["loc"][:-1])
+        field = str(err["loc"][-1])
+        hint = difflib.get_close_matches(field, allowed, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return f"{loc}: unknown field{suggestion}; allowed: {', '.join(allowed)}"
+    if err["type"] == "missing":
+        return f"{loc}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_file_needs_path(), DatasetSpec]",) or str(part).startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at a location of the spec, for 'did you mean' hints."""
+    model: type[BaseModel] = Spec
+    for part in loc:
+        if isinstance(part, int) or str(part).startswith("function-"):
+            continue
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return []
+        candidates = [info.annotation, *getattr(info.annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        for c in candidates:
+            nested += [a for a in getattr(c, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)

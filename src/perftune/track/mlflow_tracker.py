@@ -1,0 +1,219 @@
+"""MLflow tracking of a study: one parent run, one child run per trial, lineage tags, dataset inputs.
+
+All writes happen in the driver on a single background thread, so the Ray Tune loop never waits for the
+store and a SQLite store is only ever written by one writer. A trial's run is created when the trial ends
+(with its start time), so an interrupted trial never leaves a half-written run behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Dataset as MlflowDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from perftune.data.dataset import Dataset
+from perftune.tuning.results import StudyResult, TrialRecord
+
+_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+_RUN_STATUS = {"completed": "FINISHED", "stopped_budget": "KILLED", "stopped_early": "KILLED", "failed": "FAILED"}
+log = logging.getLogger(__name__)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _finite(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value
+        and abs(value) != float("inf")
+    )
+
+
+class StudyTracker:
+    """Logs a study to MLflow. Use as a context manager; :meth:`close` waits for pending writes."""
+
+    def __init__(
+        self, tracking_uri: str, experiment: str, study: str, tags: dict[str, str], parent_run_id: str | None = None
+    ) -> None:
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.tags = tags
+        if parent_run_id is not None:
+            self.parent_run_id = parent_run_id
+            self.client.update_run(parent_run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=study, tags={**tags, "perftune.kind": "study"})
+            self.parent_run_id = run.info.run_id
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="perftune-mlflow")
+        self._pending: list[Future[Any]] = []
+        self._datasets: dict[str, DatasetInput] = {}
+
+    # -- study level ------------------------------------------------------------------------------
+    def log_spec(self, spec_text: str, params: dict[str, Any]) -> None:
+        self._submit(self._log_spec, spec_text, params)
+
+    def _log_spec(self, spec_text: str, params: dict[str, Any]) -> None:
+        self.client.log_text(self.parent_run_id, spec_text, "spec.yaml")
+        self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+
+    def log_dataset(self, dataset: Dataset, context: str = "training") -> None:
+        """Record a dataset as an MLflow input of the study (and later of each trial)."""
+        entity = MlflowDataset(
+            name=dataset.name,
+            digest=dataset.fingerprint[:36],
+            source_type=dataset.source,
+            source=json.dumps({"location": dataset.location}),
+            schema=json.dumps({"features": dataset.feature_names, "target": dataset.target}),
+            profile=json.dumps(
+                {
+                    "rows": dataset.n_rows,
+                    "features": dataset.n_features,
+                    "task": dataset.task,
+                    "sha256": dataset.fingerprint,
+                }
+            ),
+        )
+        self._datasets[dataset.name] = DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])
+        self._submit(self.client.log_inputs, self.parent_run_id, [self._datasets[dataset.name]])
+
+    # -- trials -----------------------------------------------------------------------------------
+    def log_trial(
+        self, record: TrialRecord, history: list[dict[str, Any]], started_at: float, extra_tags: dict[str, str]
+    ) -> Future[Any]:
+        """Queue a finished trial; the future resolves to its run id (also set on ``record``)."""
+        future = self._submit(self._log_trial, record, history, started_at, extra_tags)
+        return future
+
+    def _log_trial(
+        self, record: TrialRecord, history: list[dict[str, Any]], started_at: float, extra_tags: dict[str, str]
+    ) -> str:
+        tags = {
+            **self.tags,
+            **extra_tags,
+            MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+            "perftune.kind": "trial",
+            "perftune.trial_id": record.trial_id,
+            "perftune.dataset": record.dataset,
+            "perftune.model": record.model,
+            "perftune.status": record.status,
+            "perftune.feasible": str(record.feasible).lower(),
+        }
+        if record.stop_reason:
+            tags["perftune.stop_reason"] = record.stop_reason.get("message", "")[:5000]
+        if record.error:
+            tags["perftune.error"] = record.error[:5000]
+        if record.violations:
+            tags["perftune.violations"] = "; ".join(record.violations)[:5000]
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=_ms(started_at),
+            tags={**tags, MLFLOW_RUN_NAME: f"{record.model}-{record.trial_id}"},
+        )
+        run_id = run.info.run_id
+        now = _ms(time.time())
+        metrics = [
+            Metric(k, float(v), now, int(w.get("steps", 0))) for w in history for k, v in w.items() if _finite(v)
+        ]
+        final_step = int(record.metrics.get("steps", 0))
+        seen = {(m.key, m.step) for m in metrics}
+        metrics += [
+            Metric(k, float(v), now, final_step)
+            for k, v in record.metrics.items()
+            if _finite(v) and (k, final_step) not in seen
+        ]
+        params = [Param(k, str(v)) for k, v in record.params.items()]
+        for start in range(0, max(len(metrics), 1), _BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH], params=params if start == 0 else [])
+        dataset_input = self._datasets.get(record.dataset)
+        if dataset_input is not None:
+            self.client.log_inputs(run_id, [dataset_input])
+        if record.stop_reason:
+            self.client.log_dict(run_id, record.stop_reason, "stop_reason.json")
+        self.client.set_terminated(run_id, status=_RUN_STATUS.get(record.status, "FINISHED"))
+        record.mlflow_run_id = run_id
+        return run_id
+
+    def logged_trials(self) -> dict[str, str]:
+        """trial id → run id of the trials already logged under this study's parent run."""
+        self.flush()
+        found: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'",
+                max_results=1000,
+                page_token=token,
+            )
+            for run in page:
+                trial_id = run.data.tags.get("perftune.trial_id")
+                if trial_id:
+                    found[trial_id] = run.info.run_id
+            token = page.token
+            if not token:
+                return found
+
+    # -- end ----------------------------------------------------------------------------------------
+    def finish(self, result: StudyResult, summary_path: Path, status: str = "FINISHED") -> None:
+        self.flush()
+        compute = result.compute()
+        metrics = [Metric(f"study_{k}", float(v), _ms(time.time()), 0) for k, v in compute.items() if _finite(v)]
+        for group in result.groups:
+            best = group.best
+            prefix = f"{group.dataset}.{group.model}"
+            for key, value in group.counts().items():
+                metrics.append(Metric(f"{prefix}.n_{key}", float(value), _ms(time.time()), 0))
+            if best is not None:
+                for objective in group.objectives:
+                    value = best.metrics.get(objective.metric)
+                    if _finite(value):
+                        metrics.append(Metric(f"{prefix}.best_{objective.metric}", float(value), _ms(time.time()), 0))
+        for start in range(0, len(metrics), _BATCH):
+            self.client.log_batch(
+                self.parent_run_id,
+                metrics=metrics[start : start + _BATCH],
+                tags=[RunTag("perftune.n_trials", str(len(result.trials)))] if start == 0 else [],
+            )
+        self.client.log_artifact(self.parent_run_id, str(summary_path))
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+    def _submit(self, fn: Any, *args: Any) -> Future[Any]:
+        future = self._pool.submit(fn, *args)
+        self._pending.append(future)
+        return future
+
+    def flush(self) -> None:
+        """Wait for every queued write; re-raise the first failure."""
+        pending, self._pending = self._pending, []
+        errors = []
+        for future in pending:
+            try:
+                future.result()
+            except Exception as exc:  # report all, raise the first
+                log.error("MLflow write failed: %s", exc)
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def close(self, status: str | None = None) -> None:
+        try:
+            self.flush()
+            if status is not None:
+                self.client.set_terminated(self.parent_run_id, status=status)
+        finally:
+            self._pool.shutdown(wait=True)

@@ -1,0 +1,207 @@
+"""Constraints, budget policies (a plug-in point) and projections.
+
+A constraint is ``metric op bound``. Constraints on metrics that only grow during training
+(``train_time_s``, ``cpu_s``, ``steps``: cumulative; ``memory_mb``: its peak only rises) with ``<=`` can
+stop a trial early; every constraint decides feasibility on the trial's final metrics.
+
+Policies decide, after each report window, whether the trial must stop:
+
+* ``none`` — never stops a trial (the full search; the counterfactual for savings).
+* ``violation`` — stops as soon as a growing metric has passed its bound.
+* ``projected`` — stops when the metric *projected to the end of training* passes ``bound × (1 + slack)``,
+  once ``min_observations`` windows have been seen. Cumulative metrics are projected at the rate observed
+  between the first and the latest window (so one-off start-up costs do not inflate the rate); peaks are
+  projected with their slope over the second half of the windows (flat memory projects flat).
+
+Policies run inside the trial's process, right after each window: the stop costs no round trip and the
+reason travels with the trial's final result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Protocol
+
+from perftune.measure.metrics import get_metric
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric op bound``, e.g. ``train_time_s <= 30``."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def satisfied(self, value: float | None) -> bool:
+        if value is None:
+            return False
+        return value <= self.bound if self.op == "<=" else value >= self.bound
+
+    @property
+    def can_stop_early(self) -> bool:
+        metric = get_metric(self.metric)
+        return self.op == "<=" and metric is not None and metric.can_stop_early
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
+class StopReason:
+    """Why a trial was stopped: which constraint, what was seen, what was projected."""
+
+    policy: str
+    constraint: str
+    metric: str
+    bound: float
+    observed: float
+    projected: float | None
+    at_step: int
+    total_steps: int
+
+    def message(self) -> str:
+        seen = f"{self.metric} = {self.observed:.4g}"
+        if self.projected is not None and self.policy == "projected":
+            seen += f", projected {self.projected:.4g} at step {self.total_steps}"
+        return f"{self.constraint} broken ({seen}; stopped at step {self.at_step}/{self.total_steps})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "message": self.message()}
+
+
+Window = dict[str, float]
+
+
+def observed(metric: str, history: list[Window]) -> float | None:
+    """The value a budget compares: the latest for cumulative metrics, the running max for peaks."""
+    values = [w[metric] for w in history if metric in w]
+    if not values:
+        return None
+    info = get_metric(metric)
+    return max(values) if info is not None and info.growth == "level" else values[-1]
+
+
+def project(metric: str, history: list[Window], total_steps: int) -> float | None:
+    """The metric's value at ``total_steps`` if training goes on as observed."""
+    points = [(w["steps"], w[metric]) for w in history if metric in w]
+    if not points:
+        return None
+    steps_now, value_now = points[-1]
+    remaining = max(total_steps - steps_now, 0)
+    info = get_metric(metric)
+    if metric == "steps":
+        return float(total_steps)
+    if info is not None and info.growth == "level":
+        peak = max(v for _, v in points)
+        steps0, value0 = points[len(points) // 2] if len(points) > 2 else points[0]
+        slope = (value_now - value0) / (steps_now - steps0) if steps_now > steps0 else 0.0
+        return peak + max(slope, 0.0) * remaining
+    steps0, value0 = points[0]
+    if steps_now > steps0:
+        rate = (value_now - value0) / (steps_now - steps0)
+    else:
+        rate = value_now / steps_now if steps_now else 0.0
+    return value_now + max(rate, 0.0) * remaining
+
+
+class BudgetPolicy(Protocol):
+    name: ClassVar[str]
+
+    def check(self, history: list[Window], total_steps: int) -> StopReason | None:
+        """Return why the trial must stop now, or None to go on."""
+
+
+@dataclass
+class _Policy:
+    constraints: tuple[Constraint, ...] = ()
+    min_observations: int = 2
+    slack: float = 0.0
+
+    @property
+    def stoppable(self) -> tuple[Constraint, ...]:
+        return tuple(c for c in self.constraints if c.can_stop_early)
+
+    def _violation(self, history: list[Window], total_steps: int) -> StopReason | None:
+        for c in self.stoppable:
+            value = observed(c.metric, history)
+            if value is not None and not c.satisfied(value):
+                return StopReason(
+                    self.name,
+                    str(c),
+                    c.metric,
+                    c.bound,
+                    value,  # type: ignore[attr-defined]
+                    project(c.metric, history, total_steps),
+                    int(history[-1]["steps"]),
+                    total_steps,
+                )
+        return None
+
+
+class NoPolicy(_Policy):
+    name: ClassVar[str] = "none"
+
+    def check(self, history: list[Window], total_steps: int) -> StopReason | None:
+        return None
+
+
+class ViolationPolicy(_Policy):
+    name: ClassVar[str] = "violation"
+
+    def check(self, history: list[Window], total_steps: int) -> StopReason | None:
+        return self._violation(history, total_steps)
+
+
+class ProjectedPolicy(_Policy):
+    name: ClassVar[str] = "projected"
+
+    def check(self, history: list[Window], total_steps: int) -> StopReason | None:
+        reason = self._violation(history, total_steps)
+        if reason is not None or len(history) < self.min_observations:
+            return reason
+        for c in self.stoppable:
+            projected = project(c.metric, history, total_steps)
+            if projected is not None and projected > c.bound * (1.0 + self.slack):
+                value = observed(c.metric, history)
+                return StopReason(
+                    self.name,
+                    str(c),
+                    c.metric,
+                    c.bound,
+                    float(value or 0.0),
+                    projected,
+                    int(history[-1]["steps"]),
+                    total_steps,
+                )
+        return None
+
+
+POLICIES: dict[str, type[_Policy]] = {p.name: p for p in (NoPolicy, ViolationPolicy, ProjectedPolicy)}
+
+
+def make_policy(
+    name: str, constraints: tuple[Constraint, ...], min_observations: int = 2, slack: float = 0.0
+) -> _Policy:
+    return POLICIES[name](constraints, min_observations, slack)
+
+
+def estimate_saved(history: list[Window], total_steps: int) -> dict[str, float]:
+    """Compute a stopped trial did not spend: projected totals minus what was spent."""
+    saved = {}
+    for metric in ("cpu_s", "train_time_s"):
+        spent, full = observed(metric, history), project(metric, history, total_steps)
+        if spent is not None and full is not None:
+            saved[f"saved_{metric}"] = max(full - spent, 0.0)
+    return saved
+
+
+def violations(constraints: tuple[Constraint, ...], metrics: dict[str, Any]) -> list[str]:
+    """Constraints the final metrics break (a missing metric counts as broken)."""
+    out = []
+    for c in constraints:
+        value = metrics.get(c.metric)
+        if not c.satisfied(value):
+            shown = "missing" if value is None else f"{value:.4g}"
+            out.append(f"{c} (got {shown})")
+    return out

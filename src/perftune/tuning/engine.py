@@ -1,0 +1,318 @@
+"""The study run: data → one Ray Tune run per dataset × model family → results, MLflow, summary.json.
+
+Layout of an output folder (``--out``, default ``<workspace>/runs/<study>``)::
+
+    state.json            study identity (spec fingerprint, MLflow parent run) for --resume
+    ray/<group>/          Ray Tune experiment of one dataset × model (Tuner.restore reads it)
+    groups/<group>.json   a finished group's trial records (a resumed study skips it)
+    summary.json          the result (schema in the README)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from perftune.data import Dataset, PreparedData, load_dataset, prepare
+from perftune.errors import PerftuneError, SpecError, StudyStateError
+from perftune.spec import Spec, load_spec
+from perftune.track.lineage import lineage_tags
+from perftune.track.mlflow_tracker import StudyTracker
+from perftune.tuning.budgets import make_policy
+from perftune.tuning.plan import StudyPlan, check_task, make_plan
+from perftune.tuning.results import GroupResult, StudyResult, TrialRecord, judge
+from perftune.tuning.search import build_search
+from perftune.tuning.space import resolve_space
+from perftune.tuning.trial import TrialSettings
+from perftune.tuning.tune_run import GroupRun, run_group
+
+log = logging.getLogger(__name__)
+
+
+class StudyInterrupted(PerftuneError):
+    """The study was stopped before every trial finished; ``--resume`` continues it."""
+
+    exit_code = 130
+
+
+class Progress(Protocol):
+    """What the CLI's live display (or any observer) is told while a study runs."""
+
+    def group_started(self, dataset: str, model: str, planned: int) -> None: ...
+
+    def trial_update(self, snapshot: dict[str, Any]) -> None: ...
+
+    def group_finished(self, group: GroupResult) -> None: ...
+
+
+class _NoProgress:
+    def group_started(self, dataset: str, model: str, planned: int) -> None:
+        pass
+
+    def trial_update(self, snapshot: dict[str, Any]) -> None:
+        pass
+
+    def group_finished(self, group: GroupResult) -> None:
+        pass
+
+
+@dataclass
+class StudyState:
+    """``state.json`` of an output folder: what a resumed study must match and continue."""
+
+    spec_fingerprint: str
+    parent_run_id: str
+    tracking_uri: str
+    experiment: str
+    started_at: str
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, out: Path) -> StudyState | None:
+        path = out / "state.json"
+        if not path.is_file():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise StudyStateError(f"{path} is corrupt ({exc}); remove {out} to start over") from None
+
+    def write(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "state.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(out / "state.json")
+
+
+def group_slug(dataset: str, model: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{dataset}__{model}")
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, include_package: bool = True) -> Iterator[None]:
+    """Start (or join, with ``address``) Ray for the study; leave an already running Ray alone."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if include_package else None
+        ray.init(address=address, runtime_env=runtime_env, **options)
+    else:
+        ray.init(num_cpus=os.cpu_count(), **options)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _open_state(spec: Spec, out: Path, resume: bool) -> StudyState | None:
+    state = StudyState.read(out)
+    if resume:
+        if state is None:
+            raise StudyStateError(f"--resume: {out} holds no study to resume; run without --resume to start one")
+        if state.spec_fingerprint != spec.fingerprint():
+            raise StudyStateError(
+                f"--resume: the spec changed since the study in {out} started "
+                "(search space, data, budgets or objectives); run without --resume to start over"
+            )
+        return state
+    for part in ("ray", "groups", "state.json", "summary.json"):
+        target = out / part
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    return None
+
+
+def run_study(
+    spec: Spec | str | Path,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    progress: Progress | None = None,
+    spec_path: str | None = None,
+) -> StudyResult:
+    """Run (or resume) a study and return its :class:`StudyResult`.
+
+    Args:
+        spec: a Spec or the path of a YAML spec.
+        out: output folder (default ``<workspace>/runs/<name>``).
+        resume: continue the study in ``out`` without repeating finished trials.
+        address: an existing Ray cluster (overrides ``execution.address``).
+        progress: observer for live display.
+    """
+    if not isinstance(spec, Spec):
+        spec_path = str(spec)
+        spec = load_spec(spec)
+    name = spec.name or "study"
+    plan = make_plan(spec)
+    out = Path(out) if out else spec.workspace_path() / "runs" / name
+    progress = progress or _NoProgress()
+    state = _open_state(spec, out, resume)
+    tracking_uri = state.tracking_uri if state else spec.tracking_uri()
+    tags = lineage_tags(spec.fingerprint(), spec_path, spec.seed)
+    started = time.time()
+    tracker = StudyTracker(
+        tracking_uri,
+        state.experiment if state else spec.tracking.experiment,
+        name,
+        tags,
+        parent_run_id=state.parent_run_id if state else None,
+    )
+    if state is None:
+        state = StudyState(
+            spec.fingerprint(),
+            tracker.parent_run_id,
+            tracking_uri,
+            spec.tracking.experiment,
+            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        state.write(out)
+        spec_text = Path(spec_path).read_text() if spec_path else spec.model_dump_json(indent=2)
+        tracker.log_spec(
+            spec_text,
+            {
+                "study": name,
+                "spec_hash": spec.fingerprint(),
+                "models": spec.models,
+                "datasets": [d.name for d in spec.datasets],
+                "policy": spec.early_stopping.policy,
+                "search": spec.search.algorithm,
+                "constraints": [str(c) for c in spec.constraints],
+                "objectives": [o.model_dump(mode="json") for o in spec.objectives],
+            },
+        )
+    groups: list[GroupResult] = []
+    status = "FAILED"
+    try:
+        with ray_session(address or spec.execution.address):
+            for dataset_spec in spec.datasets:
+                dataset = load_dataset(dataset_spec, seed=spec.seed)
+                check_task(spec, dataset.task, dataset.name)
+                tracker.log_dataset(dataset)
+                prepared: PreparedData | None = None
+                data_ref = None
+                for model in spec.models:
+                    family = plan.families[model]
+                    if dataset.task not in family.tasks:
+                        note = {
+                            "dataset": dataset.name,
+                            "model": model,
+                            "reason": f"{model} does not support {dataset.task}"
+                            f" ({', '.join(sorted(family.tasks))} only)",
+                        }
+                        if note not in state.skipped:
+                            state.skipped.append(note)
+                        continue
+                    if prepared is None:
+                        import ray
+
+                        prepared = prepare(dataset, spec.evaluation, spec.seed)
+                        data_ref = ray.put(prepared)  # once per dataset, shared by every trial
+                    groups.append(
+                        _run_one_group(plan, dataset, prepared, data_ref, model, out, resume, tracker, progress)
+                    )
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise StudyInterrupted(
+            f"interrupted; continue with: perftune tune {spec_path or '<spec>'} --resume --out {out}"
+        ) from None
+    except StudyInterrupted:
+        status = "KILLED"
+        raise
+    finally:
+        state.write(out)
+        if status != "FINISHED":
+            with contextlib.suppress(Exception):
+                tracker.close(status=status)
+    result = StudyResult(
+        name=name,
+        spec_fingerprint=spec.fingerprint(),
+        groups=groups,
+        constraints=[str(c) for c in spec.constraints],
+        policy=spec.early_stopping.policy,
+        out_dir=out,
+        tracking={"uri": tracking_uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id},
+        skipped=state.skipped,
+        wall_time_s=time.time() - started,
+        started_at=state.started_at,
+    )
+    summary = result.write_summary()
+    tracker.finish(result, summary)
+    tracker.close()
+    return result
+
+
+def _run_one_group(
+    plan: StudyPlan,
+    dataset: Dataset,
+    prepared: PreparedData,
+    data_ref: Any,
+    model: str,
+    out: Path,
+    resume: bool,
+    tracker: StudyTracker,
+    progress: Progress,
+) -> GroupResult:
+    spec = plan.spec
+    slug = group_slug(dataset.name, model)
+    marker = out / "groups" / f"{slug}.json"
+    objectives = plan.objectives_for(dataset.task)
+    if resume and marker.is_file():
+        raw = json.loads(marker.read_text())
+        group = GroupResult.from_dict(raw["group"], [TrialRecord(**t) for t in raw["trials"]])
+        progress.group_finished(group)
+        return group
+    constraints = plan.constraints_for(dataset.task)
+    try:
+        space = resolve_space(spec.search.space, prepared.n_train_fold)
+    except ValueError as exc:
+        raise SpecError(f"search.space for dataset {dataset.name!r}: {exc}") from None
+    settings = TrialSettings(
+        family=plan.families[model],
+        seed=spec.seed,
+        eval_every=spec.evaluation.eval_every,
+        policy=make_policy(
+            spec.early_stopping.policy, constraints, spec.early_stopping.min_observations, spec.early_stopping.slack
+        ),
+        latency_rows=spec.evaluation.latency_rows,
+        throughput_batch=spec.evaluation.throughput_batch,
+    )
+    search = build_search(spec.search, space, objectives, dataset.task, seed=spec.seed)
+    run = GroupRun(
+        dataset=dataset.name,
+        model=model,
+        path=out / "ray" / slug,
+        search=search,
+        settings=settings,
+        data_ref=data_ref,
+        cpus_per_trial=spec.execution.cpus_per_trial,
+        max_concurrent=spec.execution.max_concurrent,
+        constraints=constraints,
+        objectives=objectives,
+        extra_tags={"perftune.dataset.fingerprint": dataset.fingerprint, "perftune.dataset.source": dataset.source},
+    )
+    progress.group_started(dataset.name, model, search.expected_trials)
+    records = run_group(run, tracker, progress, resume=resume)
+    for record in records:
+        judge(record, constraints)
+    group = GroupResult(dataset.name, model, dataset.task, objectives, records, dataset.card())
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"group": group.to_dict(), "trials": [asdict(r) for r in records]}, default=str))
+    progress.group_finished(group)
+    return group

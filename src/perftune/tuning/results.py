@@ -1,0 +1,217 @@
+"""Study results: trial records, feasibility, best feasible trial, Pareto front, compute accounting.
+
+This is also the ``summary.json`` schema (see the README): :meth:`StudyResult.to_summary`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perftune.tuning.budgets import Constraint, violations
+from perftune.tuning.trial import COMPLETED
+
+SUMMARY_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A resolved objective for one dataset: a metric name and a direction."""
+
+    metric: str
+    mode: str  # "min" | "max"
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial as it appears in summary.json and MLflow."""
+
+    trial_id: str
+    dataset: str
+    model: str
+    params: dict[str, Any]
+    status: str
+    metrics: dict[str, float]
+    stop_reason: dict[str, Any] | None = None
+    error: str | None = None
+    mlflow_run_id: str | None = None
+    feasible: bool = False
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_s(self) -> float:
+        return float(self.metrics.get("cpu_s", 0.0))
+
+    @property
+    def trial_s(self) -> float:
+        return float(self.metrics.get("train_time_s", 0.0))
+
+    def compute(self) -> dict[str, float]:
+        return {
+            "cpu_s": self.cpu_s,
+            "trial_s": self.trial_s,
+            "saved_cpu_s": float(self.metrics.get("saved_cpu_s", 0.0)),
+            "saved_trial_s": float(self.metrics.get("saved_train_time_s", 0.0)),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["compute"] = self.compute()
+        return out
+
+
+def judge(record: TrialRecord, constraints: tuple[Constraint, ...]) -> None:
+    """Set feasibility: a completed trial whose final metrics meet every constraint."""
+    record.violations = violations(constraints, record.metrics) if record.status == COMPLETED else []
+    record.feasible = record.status == COMPLETED and not record.violations
+
+
+def pareto_front(records: list[TrialRecord], objectives: list[Objective]) -> list[TrialRecord]:
+    """Non-dominated trials over all objectives (records missing an objective value are ignored)."""
+    candidates = [r for r in records if all(o.metric in r.metrics for o in objectives)]
+
+    def dominates(a: TrialRecord, b: TrialRecord) -> bool:
+        not_worse = all(not o.better(b.metrics[o.metric], a.metrics[o.metric]) for o in objectives)
+        strictly = any(o.better(a.metrics[o.metric], b.metrics[o.metric]) for o in objectives)
+        return not_worse and strictly
+
+    return [r for r in candidates if not any(dominates(o, r) for o in candidates if o is not r)]
+
+
+def compute_totals(records: list[TrialRecord]) -> dict[str, float]:
+    """Compute spent, estimated compute saved by stopping, and the counterfactual full-search cost."""
+    spent_cpu = sum(r.cpu_s for r in records)
+    spent_trial = sum(r.trial_s for r in records)
+    saved_cpu = sum(r.compute()["saved_cpu_s"] for r in records)
+    saved_trial = sum(r.compute()["saved_trial_s"] for r in records)
+    return {
+        "cpu_s": spent_cpu,
+        "trial_s": spent_trial,
+        "saved_cpu_s_est": saved_cpu,
+        "saved_trial_s_est": saved_trial,
+        "counterfactual_cpu_s": spent_cpu + saved_cpu,
+        "counterfactual_trial_s": spent_trial + saved_trial,
+        "savings_factor_est": (spent_cpu + saved_cpu) / spent_cpu if spent_cpu > 0 else 1.0,
+    }
+
+
+@dataclass
+class GroupResult:
+    """All trials of one dataset × model family."""
+
+    dataset: str
+    model: str
+    task: str
+    objectives: list[Objective]
+    trials: list[TrialRecord]
+    dataset_card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.feasible]
+
+    @property
+    def best(self) -> TrialRecord | None:
+        """Best feasible trial by the primary objective."""
+        primary = self.objectives[0]
+        best = None
+        for trial in self.feasible:
+            value = trial.metrics.get(primary.metric)
+            if value is not None and (best is None or primary.better(value, best.metrics[primary.metric])):
+                best = trial
+        return best
+
+    @property
+    def pareto(self) -> list[TrialRecord]:
+        return pareto_front(self.feasible, self.objectives)
+
+    def counts(self) -> dict[str, int]:
+        counts = {"completed": 0, "stopped_budget": 0, "stopped_early": 0, "failed": 0}
+        for trial in self.trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        counts["feasible"] = len(self.feasible)
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "task": self.task,
+            "objectives": [asdict(o) for o in self.objectives],
+            "n_trials": len(self.trials),
+            "counts": self.counts(),
+            "best_feasible": best.to_dict() if best else None,
+            "pareto_front": [t.trial_id for t in self.pareto],
+            "compute": compute_totals(self.trials),
+            "dataset_card": self.dataset_card,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], trials: list[TrialRecord]) -> GroupResult:
+        return cls(
+            raw["dataset"],
+            raw["model"],
+            raw["task"],
+            [Objective(**o) for o in raw["objectives"]],
+            trials,
+            raw.get("dataset_card", {}),
+        )
+
+
+@dataclass
+class StudyResult:
+    """Everything a study produced; ``perftune.tune(spec)`` returns one."""
+
+    name: str
+    spec_fingerprint: str
+    groups: list[GroupResult]
+    constraints: list[str]
+    policy: str
+    out_dir: Path
+    tracking: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    started_at: str = ""
+
+    @property
+    def trials(self) -> list[TrialRecord]:
+        return [t for g in self.groups for t in g.trials]
+
+    def group(self, dataset: str, model: str) -> GroupResult:
+        return next(g for g in self.groups if g.dataset == dataset and g.model == model)
+
+    def compute(self) -> dict[str, float]:
+        return {**compute_totals(self.trials), "wall_s": self.wall_time_s}
+
+    def to_summary(self) -> dict[str, Any]:
+        from perftune import __version__
+
+        return {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
+            "perftune_version": __version__,
+            "study": self.name,
+            "spec_fingerprint": self.spec_fingerprint,
+            "started_at": self.started_at,
+            "wall_time_s": self.wall_time_s,
+            "policy": self.policy,
+            "constraints": self.constraints,
+            "tracking": self.tracking,
+            "compute": self.compute(),
+            "groups": [g.to_dict() for g in self.groups],
+            "skipped": self.skipped,
+            "trials": [t.to_dict() | {"dataset": t.dataset, "model": t.model} for t in self.trials],
+        }
+
+    def write_summary(self, path: Path | None = None) -> Path:
+        path = path or self.out_dir / "summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_summary(), indent=2, default=str))
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        return path

@@ -1,0 +1,113 @@
+"""Search algorithms (a plug-in point): grid and random natively, TPE and NSGA-II from Optuna through Ray
+Tune's OptunaSearch, and ASHA from Ray Tune as an optional ML-metric scheduler."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from perftune.spec import SearchSpec, Values
+from perftune.tuning.results import Objective
+from perftune.tuning.space import Resolved, grid_size, to_ray
+
+
+@dataclass
+class SearchSetup:
+    """What Ray Tune needs to search one dataset × model family."""
+
+    param_space: dict[str, Any]
+    num_samples: int
+    expected_trials: int
+    search_alg: Any = None
+    scheduler: Any = None
+
+
+def _optuna_search(sampler_factory: Callable[[int], Any]) -> Callable[..., Any]:
+    def build(space: dict[str, Resolved], objectives: list[Objective], seed: int) -> Any:
+        from ray.tune.search.optuna import OptunaSearch
+
+        class _Search(OptunaSearch):
+            """Trials without every objective (failed, stopped by a budget) count as failed for Optuna."""
+
+            def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+                if (
+                    result is None
+                    or result.get("trial_status") != "completed"
+                    or any(o.metric not in result for o in objectives)
+                ):
+                    super().on_trial_complete(trial_id, None, error=True)
+                else:
+                    super().on_trial_complete(trial_id, result, error)
+
+        metrics = [o.metric for o in objectives]
+        modes = [o.mode for o in objectives]
+        single = len(objectives) == 1
+        return _Search(
+            metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, sampler=sampler_factory(seed)
+        )
+
+    return build
+
+
+def _tpe(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _nsga2(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+def _random(space: dict[str, Resolved], objectives: list[Objective], seed: int) -> Any:
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed)
+
+
+SEARCHERS: dict[str, Callable[..., Any] | None] = {
+    "grid": None,  # Ray Tune's grid_search expansion
+    "random": _random,
+    "tpe": _optuna_search(_tpe),
+    "nsga2": _optuna_search(_nsga2),
+}
+
+
+def _asha(search: SearchSpec, space: dict[str, Resolved], task: str) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from perftune.measure.metrics import get_metric
+
+    scheduler = search.scheduler
+    assert scheduler is not None
+    metric = scheduler.metric_for(task)
+    info = get_metric(metric or "")
+    epochs = space.get("epochs")
+    max_epochs = max(epochs.values) if isinstance(epochs, Values) else (epochs.high if epochs else 5)
+    return ASHAScheduler(
+        time_attr="epoch",
+        metric=metric,
+        mode=scheduler.mode or (info.direction if info else "min"),
+        max_t=max(math.ceil(max_epochs), 1),
+        grace_period=scheduler.grace_period,
+        reduction_factor=scheduler.reduction_factor,
+    )
+
+
+def build_search(
+    search: SearchSpec, space: dict[str, Resolved], objectives: list[Objective], task: str, seed: int
+) -> SearchSetup:
+    algorithm = search.algorithm
+    factory = SEARCHERS[algorithm]
+    expected = grid_size(space) * search.num_samples if algorithm == "grid" else search.num_samples
+    return SearchSetup(
+        param_space=to_ray(space, algorithm),
+        num_samples=search.num_samples,
+        expected_trials=expected,
+        search_alg=factory(space, objectives, seed) if factory else None,
+        scheduler=_asha(search, space, task) if search.scheduler else None,
+    )

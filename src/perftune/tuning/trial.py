@@ -1,0 +1,158 @@
+"""One trial: the training loop with measurement, windows, budget checks and the final inference metrics.
+
+:func:`run_trial` is plain Python (it takes a ``report`` callable), so the same code runs under Ray Tune
+(:func:`ray_trainable`), in benchmarks and in tests. With k folds, each step advances the k fold models by
+one mini-batch each; validation metrics are the mean over folds, and ``step_time_ms`` is per mini-batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from perftune.data.split import PreparedData
+from perftune.measure.inference import measure_inference
+from perftune.measure.probe import Probe, StepTimer
+from perftune.models.base import TaskInfo, Trainer, TrialDiverged, validate_params
+from perftune.tuning.budgets import NoPolicy, estimate_saved
+
+Report = Callable[[dict[str, Any]], None]
+
+# Trial statuses (the summary.json vocabulary).
+COMPLETED, STOPPED_BUDGET, STOPPED_EARLY, FAILED = "completed", "stopped_budget", "stopped_early", "failed"
+
+
+@dataclass
+class TrialSettings:
+    """Everything a trial needs besides its hyperparameters and data (picklable; one per dataset × model)."""
+
+    family: type[Trainer]
+    seed: int = 0
+    eval_every: int = 100
+    policy: Any = field(default_factory=NoPolicy)
+    latency_rows: int = 200
+    throughput_batch: int = 1024
+
+
+def total_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    steps = epochs * math.ceil(n_rows / batch_size)
+    return min(steps, max_steps) if max_steps else steps
+
+
+def run_trial(config: dict[str, Any], data: PreparedData, settings: TrialSettings, report: Report) -> dict[str, Any]:
+    """Train one configuration; call ``report`` per window (all but the last) and return the final result.
+
+    The final result holds the last window's metrics, the end-of-trial inference metrics, ``trial_status``,
+    ``stop_reason`` (JSON, when stopped), ``saved_cpu_s`` / ``saved_train_time_s`` estimates and
+    ``probe_overhead_s``.
+    """
+    params = validate_params(settings.family, config)
+    info = TaskInfo(task=data.task, n_features=data.n_features, classes=data.classes)
+    folds = data.folds
+    trainers = [settings.family(params, info, settings.seed) for _ in folds]
+    batch = int(params.batch_size)
+    steps_per_epoch = math.ceil(len(folds[0].y_train) / batch)
+    planned = total_steps(len(folds[0].y_train), batch, params.epochs, params.max_steps)
+    rng = np.random.default_rng(settings.seed)
+    orders = [rng.permutation(len(f.y_train)) for f in folds]
+
+    probe = Probe()
+    timer = StepTimer(settings.eval_every * len(folds))
+    history: list[dict[str, float]] = []
+    loss_sum, loss_n = 0.0, 0
+    status, stop, error = COMPLETED, None, None
+    start = time.perf_counter()
+    step = 0
+    try:
+        while step < planned:
+            offset = (step % steps_per_epoch) * batch
+            if offset == 0 and step > 0:
+                orders = [rng.permutation(len(f.y_train)) for f in folds]
+            for trainer, fold, order in zip(trainers, folds, orders, strict=True):
+                rows = order[offset : offset + batch]
+                t0 = time.perf_counter()
+                loss = trainer.step(fold.X_train[rows], fold.y_train[rows])
+                timer.add(time.perf_counter() - t0)
+                if loss == loss:  # not NaN (the first step has no loss yet)
+                    loss_sum += loss
+                    loss_n += 1
+            step += 1
+            if step % settings.eval_every and step != planned:
+                continue
+            window = _window(trainers, data, step, steps_per_epoch, planned, start, probe, timer, loss_sum, loss_n)
+            loss_sum, loss_n = 0.0, 0
+            history.append(window)
+            stop = settings.policy.check(history, planned)
+            if stop is not None:
+                status = STOPPED_BUDGET
+                break
+            if step < planned:
+                report(window)
+    except TrialDiverged as exc:
+        status, error = FAILED, f"diverged at step {step}: {exc}"
+        if not history or history[-1]["steps"] != step:
+            history.append(
+                {"steps": float(step), "train_time_s": time.perf_counter() - start, **probe.sample().as_metrics()}
+            )
+
+    final: dict[str, Any] = dict(history[-1]) if history else {}
+    final.update(trial_status=status, total_steps=planned, probe_overhead_s=probe.overhead_s)
+    if status == COMPLETED:
+        final.update(
+            measure_inference(
+                trainers[0].predict,
+                trainers[0].serialize,
+                folds[0].X_val,
+                latency_rows=settings.latency_rows,
+                throughput_batch=settings.throughput_batch,
+            )
+        )
+    if stop is not None:
+        final["stop_reason"] = json.dumps(stop.to_dict())
+        final.update(estimate_saved(history, planned))
+    if error is not None:
+        final["error"] = error
+    return final
+
+
+def _window(
+    trainers: list[Trainer],
+    data: PreparedData,
+    step: int,
+    steps_per_epoch: int,
+    planned: int,
+    start: float,
+    probe: Probe,
+    timer: StepTimer,
+    loss_sum: float,
+    loss_n: int,
+) -> dict[str, float]:
+    """Metrics of one report window: ML metrics averaged over folds plus the system metrics."""
+    scores: dict[str, list[float]] = {}
+    for trainer, fold in zip(trainers, data.folds, strict=True):
+        for name, value in trainer.evaluate(fold.X_val, fold.y_val).items():
+            scores.setdefault(name, []).append(value)
+    window = {name: float(np.mean(values)) for name, values in scores.items()}
+    window.update(timer.summary())
+    window.update(probe.sample().as_metrics())
+    window["steps"] = float(step)
+    window["epoch"] = step / steps_per_epoch
+    window["total_steps"] = float(planned)
+    window["train_time_s"] = time.perf_counter() - start
+    if loss_n:
+        window["train_loss"] = loss_sum / loss_n
+    return window
+
+
+def ray_trainable(config: dict[str, Any], data: PreparedData, settings: TrialSettings) -> None:
+    """The Ray Tune function trainable: windows go to ``tune.report``, then the final result."""
+    from ray import tune
+
+    final = run_trial(config, data, settings, report=tune.report)
+    tune.report(final)

@@ -1,0 +1,299 @@
+"""The Ray Tune run of one dataset × model family, and the driver-side callback that collects its trials.
+
+The callback (:class:`TrialCollector`) sees every reported window and every finished trial on the driver.
+It keeps each trial's metric history, turns finished trials into :class:`TrialRecord` objects, queues them
+for MLflow and updates the live display. Ray pickles callbacks into the experiment state and unpickles them
+on ``Tuner.restore``; the collector therefore pickles as a key that resolves to the live collector of the
+resumed run (registered before the restore).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from perftune.measure.metrics import get_metric
+from perftune.track.mlflow_tracker import StudyTracker
+from perftune.tuning.budgets import Constraint, estimate_saved
+from perftune.tuning.results import Objective, TrialRecord, judge
+from perftune.tuning.search import SearchSetup
+from perftune.tuning.trial import FAILED, STOPPED_EARLY, TrialSettings, ray_trainable
+
+# Result keys perftune adds besides registered metrics.
+_EXTRA_KEYS = ("total_steps", "probe_overhead_s", "saved_cpu_s", "saved_train_time_s")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupRun:
+    """One Ray Tune run: a dataset × model family with its search, settings and data."""
+
+    dataset: str
+    model: str
+    path: Path
+    search: SearchSetup
+    settings: TrialSettings
+    data_ref: Any
+    cpus_per_trial: float
+    max_concurrent: int | None
+    constraints: tuple[Constraint, ...]
+    objectives: list[Objective]
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataHandle:
+    """A reference to the prepared data in Ray's object store (fetched zero-copy inside the trial)."""
+
+    ref: Any
+
+
+def trainable(config: dict[str, Any], handle: DataHandle, settings: TrialSettings) -> None:
+    import ray
+
+    ray_trainable(config, ray.get(handle.ref), settings)
+
+
+def final_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """Registered metrics and perftune's extras from a Ray result (Ray's bookkeeping left out)."""
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if (get_metric(k) is not None or k in _EXTRA_KEYS) and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def error_message(error: BaseException | None) -> str:
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
+
+
+def make_record(
+    run: GroupRun,
+    trial_id: str,
+    config: dict[str, Any],
+    result: dict[str, Any] | None,
+    error: BaseException | None,
+    history: list[dict[str, float]],
+) -> TrialRecord:
+    """Classify a finished Ray trial: completed, stopped_budget, stopped_early (scheduler) or failed."""
+    result = result or {}
+    metrics = final_metrics(result)
+    stop_reason = json.loads(result["stop_reason"]) if result.get("stop_reason") else None
+    if error is not None:
+        status, message = FAILED, error_message(error)
+    elif "trial_status" in result:
+        status, message = str(result["trial_status"]), result.get("error")
+    else:  # the trial ended without its final report: a scheduler (ASHA) stopped it
+        status, message = STOPPED_EARLY, None
+        total = history[-1].get("total_steps") if history else None
+        if total:
+            metrics.update(estimate_saved(history, int(total)))
+    record = TrialRecord(
+        trial_id=trial_id,
+        dataset=run.dataset,
+        model=run.model,
+        params={k: v for k, v in config.items()},
+        status=status,
+        metrics=metrics,
+        stop_reason=stop_reason,
+        error=message,
+    )
+    judge(record, run.constraints)
+    return record
+
+
+# Live collectors by key (their run's path); see the module docstring.
+_SINKS: dict[str, TrialCollector] = {}
+
+
+def _live_collector(key: str) -> Callback:
+    """Unpickling target: the collector registered for this run, or a no-op outside a perftune run."""
+    return _SINKS.get(key) or Callback()
+
+
+class TrialCollector(Callback):
+    """Driver-side Tune callback: histories, records, MLflow logging and live progress of one group."""
+
+    def __init__(self, run: GroupRun, tracker: StudyTracker, progress: Any) -> None:
+        self.key = str(run.path.resolve())
+        self.run, self.tracker, self.progress = run, tracker, progress
+        self.history: dict[str, list[dict[str, float]]] = {}
+        self.started_at: dict[str, float] = {}
+        self.records: dict[str, TrialRecord] = {}
+        self.running: set[str] = set()
+        self.best: TrialRecord | None = None
+        self.t0 = time.time()
+        _SINKS[self.key] = self
+
+    def __reduce__(self) -> Any:
+        return (_live_collector, (self.key,))
+
+    def close(self) -> None:
+        _SINKS.pop(self.key, None)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+        self.started_at.setdefault(trial.trial_id, time.time())
+        self.history[trial.trial_id] = []
+        self._notify()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "trial_status" not in result:  # windows only; the final result arrives with on_trial_complete
+            self.history.setdefault(trial.trial_id, []).append(final_metrics(result))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = None
+        with contextlib.suppress(Exception):
+            error = trial.get_error()
+        self._finish(trial, error or RuntimeError("trial failed (no error recorded)"))
+
+    def _finish(self, trial: Any, error: BaseException | None) -> None:
+        trial_id = trial.trial_id
+        history = self.history.pop(trial_id, [])
+        record = make_record(self.run, trial_id, trial.config, trial.last_result, error, history)
+        self.records[trial_id] = record
+        self.running.discard(trial_id)
+        self.tracker.log_trial(record, history, self.started_at.get(trial_id, time.time()), self.run.extra_tags)
+        primary = self.run.objectives[0]
+        value = record.metrics.get(primary.metric)
+        if (
+            record.feasible
+            and value is not None
+            and (self.best is None or primary.better(value, self.best.metrics[primary.metric]))
+        ):
+            self.best = record
+        self._notify()
+
+    def _notify(self) -> None:
+        counts = {"completed": 0, "stopped_budget": 0, "stopped_early": 0, "failed": 0}
+        for record in self.records.values():
+            counts[record.status] = counts.get(record.status, 0) + 1
+        best = None
+        if self.best is not None:
+            metric = self.run.objectives[0].metric
+            best = {
+                "trial_id": self.best.trial_id,
+                "metric": metric,
+                "value": self.best.metrics[metric],
+                "params": self.best.params,
+            }
+        self.progress.trial_update(
+            {
+                "dataset": self.run.dataset,
+                "model": self.run.model,
+                "running": len(self.running),
+                "planned": self.run.search.expected_trials,
+                "counts": counts,
+                "best": best,
+                "elapsed_s": time.time() - self.t0,
+            }
+        )
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """No per-trial CSV/JSON/TensorBoard files and no Ray console tables: perftune logs and displays."""
+    saved = {k: os.environ.get(k) for k in ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "RAY_AIR_NEW_OUTPUT")}
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    loggers = [logging.getLogger(n) for n in ("ray.tune", "ray.train", "ray.air")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_group(run: GroupRun, tracker: StudyTracker, progress: Any, resume: bool = False) -> list[TrialRecord]:
+    """Run (or continue) the Ray Tune experiment of one group; return every trial's record."""
+    from ray import tune
+
+    from perftune.tuning.engine import StudyInterrupted
+
+    collector = TrialCollector(run, tracker, progress)
+    fn = tune.with_resources(
+        tune.with_parameters(trainable, handle=DataHandle(run.data_ref), settings=run.settings),
+        {"cpu": run.cpus_per_trial},
+    )
+    try:
+        with _quiet_tune():
+            if resume and tune.Tuner.can_restore(str(run.path)):
+                tuner = tune.Tuner.restore(
+                    str(run.path), trainable=fn, resume_unfinished=True, resume_errored=False, restart_errored=False
+                )
+            else:
+                if run.path.exists():
+                    import shutil
+
+                    shutil.rmtree(run.path)
+                tuner = tune.Tuner(
+                    fn,
+                    param_space=run.search.param_space,
+                    tune_config=tune.TuneConfig(
+                        search_alg=run.search.search_alg,
+                        scheduler=run.search.scheduler,
+                        num_samples=run.search.num_samples,
+                        max_concurrent_trials=run.max_concurrent,
+                        reuse_actors=True,
+                    ),
+                    run_config=tune.RunConfig(
+                        name=run.path.name,
+                        storage_path=str(run.path.parent.resolve()),
+                        verbose=0,
+                        callbacks=[collector],
+                        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                    ),
+                )
+            grid = tuner.fit()
+        trials = _trials_of(grid)
+        unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        if unfinished or collector.running:
+            raise StudyInterrupted(f"{run.dataset} × {run.model}: {len(unfinished)} trials did not finish")
+        records = []
+        logged = None
+        for trial in trials:
+            record = collector.records.get(trial.trial_id)
+            if record is None:  # finished before an interruption: rebuild from Ray's saved state
+                error = trial.get_error() if trial.status == "ERROR" else None
+                record = make_record(run, trial.trial_id, trial.config, trial.last_result, error, [])
+                logged = tracker.logged_trials() if logged is None else logged
+                record.mlflow_run_id = logged.get(trial.trial_id)
+                if record.mlflow_run_id is None:
+                    tracker.log_trial(record, [], time.time(), run.extra_tags)
+            records.append(record)
+        tracker.flush()  # run ids are set on the records once their writes are done
+        return records
+    finally:
+        collector.close()
+
+
+def _trials_of(grid: Any) -> list[Any]:
+    analysis = getattr(grid, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None)
+    if trials is None:
+        raise RuntimeError("this Ray version's ResultGrid does not expose its trials; perftune needs Ray >= 2.50")
+    return list(trials)
