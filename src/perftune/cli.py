@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -119,7 +118,7 @@ def datasets(
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "creating tables" chatter on a new store
     try:
         app()
     except KeyboardInterrupt:

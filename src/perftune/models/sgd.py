@@ -43,7 +43,7 @@ class _SGDTrainer:
     Params: ClassVar[type[TrainingParams]] = SGDParams
 
     def __init__(self, params: SGDParams, info: TaskInfo, seed: int) -> None:
-        self.info = info
+        self.params, self.info = params, info
         self.loss_name = self.losses[info.task]
         self._loss_fn = _LOSS_FNS[self.loss_name]
         common: dict[str, Any] = {

@@ -11,7 +11,8 @@ Policies decide, after each report window, whether the trial must stop:
 * ``projected`` — stops when the metric *projected to the end of training* passes ``bound × (1 + slack)``,
   once ``min_observations`` windows have been seen. Cumulative metrics are projected at the rate observed
   between the first and the latest window (so one-off start-up costs do not inflate the rate); peaks are
-  projected with their slope over the second half of the windows (flat memory projects flat).
+  projected with the slope of their running peak over the second half of the windows (a flat level with
+  noise projects flat; a leak projects its growth).
 
 Policies run inside the trial's process, right after each window: the stop costs no round trip and the
 reason travels with the trial's final result.
@@ -19,6 +20,7 @@ reason travels with the trial's final result.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -93,10 +95,12 @@ def project(metric: str, history: list[Window], total_steps: int) -> float | Non
     if metric == "steps":
         return float(total_steps)
     if info is not None and info.growth == "level":
-        peak = max(v for _, v in points)
-        steps0, value0 = points[len(points) // 2] if len(points) > 2 else points[0]
-        slope = (value_now - value0) / (steps_now - steps0) if steps_now > steps0 else 0.0
-        return peak + max(slope, 0.0) * remaining
+        # Project the running peak, not the raw values: noise around a flat level must project flat.
+        peaks = list(itertools.accumulate((v for _, v in points), max))
+        mid = len(points) // 2 if len(points) > 2 else 0
+        steps0 = points[mid][0]
+        slope = (peaks[-1] - peaks[mid]) / (steps_now - steps0) if steps_now > steps0 else 0.0
+        return peaks[-1] + max(slope, 0.0) * remaining
     steps0, value0 = points[0]
     if steps_now > steps0:
         rate = (value_now - value0) / (steps_now - steps0)

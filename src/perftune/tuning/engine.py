@@ -105,7 +105,7 @@ def ray_session(address: str | None, include_package: bool = True) -> Iterator[N
     if ray.is_initialized():
         yield
         return
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if include_package else None
         ray.init(address=address, runtime_env=runtime_env, **options)
@@ -227,14 +227,12 @@ def run_study(
                         _run_one_group(plan, dataset, prepared, data_ref, model, out, resume, tracker, progress)
                     )
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StudyInterrupted) as exc:
         status = "KILLED"
+        where = f" ({exc})" if str(exc) else ""
         raise StudyInterrupted(
-            f"interrupted; continue with: perftune tune {spec_path or '<spec>'} --resume --out {out}"
+            f"interrupted{where}; continue with: perftune tune {spec_path or '<spec>'} --resume --out {out}"
         ) from None
-    except StudyInterrupted:
-        status = "KILLED"
-        raise
     finally:
         state.write(out)
         if status != "FINISHED":

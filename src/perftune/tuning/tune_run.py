@@ -73,10 +73,32 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def error_message(error: BaseException | None) -> str:
+def error_message(error: BaseException | str) -> str:
+    """One line: the original exception's type and message (Ray wraps it in RayTaskError)."""
+    if isinstance(error, str):
+        lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else "unknown error"
     cause = getattr(error, "cause", None) or error
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
+
+
+def trial_error(trial: Any) -> str:
+    """The error of a failed Ray trial. Ray writes it next to the trial first and syncs it to storage
+    later, so the local files are read before storage."""
+
+    def local_pickle() -> Any:
+        import ray.cloudpickle
+
+        with open(trial.pickled_error_file, "rb") as handle:
+            return ray.cloudpickle.load(handle)
+
+    for read in (local_pickle, lambda: Path(trial.error_file).read_text(), trial.get_pickled_error, trial.get_error):
+        with contextlib.suppress(Exception):
+            error = read()
+            if error:
+                return error_message(error)
+    return "the trial failed and Ray recorded no error (see the Ray logs under /tmp/ray)"
 
 
 def make_record(
@@ -84,7 +106,7 @@ def make_record(
     trial_id: str,
     config: dict[str, Any],
     result: dict[str, Any] | None,
-    error: BaseException | None,
+    error: str | None,
     history: list[dict[str, float]],
 ) -> TrialRecord:
     """Classify a finished Ray trial: completed, stopped_budget, stopped_early (scheduler) or failed."""
@@ -92,7 +114,7 @@ def make_record(
     metrics = final_metrics(result)
     stop_reason = json.loads(result["stop_reason"]) if result.get("stop_reason") else None
     if error is not None:
-        status, message = FAILED, error_message(error)
+        status, message = FAILED, error
     elif "trial_status" in result:
         status, message = str(result["trial_status"]), result.get("error")
     else:  # the trial ended without its final report: a scheduler (ASHA) stopped it
@@ -157,12 +179,9 @@ class TrialCollector(Callback):
         self._finish(trial, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = None
-        with contextlib.suppress(Exception):
-            error = trial.get_error()
-        self._finish(trial, error or RuntimeError("trial failed (no error recorded)"))
+        self._finish(trial, trial_error(trial))
 
-    def _finish(self, trial: Any, error: BaseException | None) -> None:
+    def _finish(self, trial: Any, error: str | None) -> None:
         trial_id = trial.trial_id
         history = self.history.pop(trial_id, [])
         record = make_record(self.run, trial_id, trial.config, trial.last_result, error, history)
@@ -272,13 +291,16 @@ def run_group(run: GroupRun, tracker: StudyTracker, progress: Any, resume: bool 
         trials = _trials_of(grid)
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         if unfinished or collector.running:
-            raise StudyInterrupted(f"{run.dataset} × {run.model}: {len(unfinished)} trials did not finish")
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            raise StudyInterrupted(
+                f"{run.dataset} × {run.model}: {done} of {run.search.expected_trials} trials finished"
+            )
         records = []
         logged = None
         for trial in trials:
             record = collector.records.get(trial.trial_id)
             if record is None:  # finished before an interruption: rebuild from Ray's saved state
-                error = trial.get_error() if trial.status == "ERROR" else None
+                error = trial_error(trial) if trial.status == "ERROR" else None
                 record = make_record(run, trial.trial_id, trial.config, trial.last_result, error, [])
                 logged = tracker.logged_trials() if logged is None else logged
                 record.mlflow_run_id = logged.get(trial.trial_id)

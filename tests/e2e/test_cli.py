@@ -1,0 +1,132 @@
+"""The console script as a user runs it: exit codes, one-line errors, interrupt and resume."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+PERFTUNE = [sys.executable, "-m", "perftune"]
+
+GOOD = """
+datasets: [diabetes]
+models: [sgd_logistic]
+search:
+  space:
+    batch_size: [32]
+    learning_rate: [0.01]
+objectives: [accuracy]
+constraints: ['train_time_s <= 30']
+"""
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PERFTUNE, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("[diabetes]", "[diabetis]"), "datasets[0]: unknown PMLB dataset 'diabetis'. Did you mean diabetes?"),
+        (("train_time_s <= 30", "train_secs <= 30"), "constraints[0].metric: unknown metric 'train_secs'"),
+        (("train_time_s <= 30", "train_time_s <= -5"), "constraints[0]: bound -5 is negative"),
+        (
+            ("  space:\n    batch_size: [32]\n    learning_rate: [0.01]", "  space: {}"),
+            "search.space: the search space is empty",
+        ),
+        (("models: [sgd_logistic]", "models: [sgd_logistic\n  oops: ]"), "malformed YAML at line"),
+    ],
+    ids=["unknown-dataset", "unknown-metric", "negative-budget", "empty-space", "malformed-yaml"],
+)
+def test_bad_specs_give_one_line_and_exit_code_2(tmp_path: Path, change, message):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(GOOD.replace(*change))
+    proc = run_cli("tune", str(spec))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_version_and_datasets():
+    assert run_cli("--version").stdout.strip() == "perftune 0.1.0"
+    listing = run_cli("datasets")
+    assert listing.returncode == 0
+    assert (
+        "diabetes" in listing.stdout and "1191_BNG_pbc" in listing.stdout and "download on first use" in listing.stdout
+    )
+
+
+RESUME = """
+name: resume
+datasets: [529_pollen]
+models: [sgd_linear]
+search:
+  space:
+    batch_size: [4, 8, 16]
+    learning_rate: {powers_of_ten: {from: -4, to: -1}}
+    epochs: 20
+objectives: [rmse]
+early_stopping: {policy: none}
+"""
+
+
+def test_resume_after_interrupt_does_not_repeat_finished_trials(tmp_path: Path):
+    spec = tmp_path / "resume.yaml"
+    spec.write_text(textwrap.dedent(RESUME) + f"workspace: {tmp_path / 'ws'}\n")
+    out = tmp_path / "out"
+    uri = f"sqlite:///{tmp_path / 'ws' / 'mlflow.db'}"
+    proc = subprocess.Popen(
+        [*PERFTUNE, "tune", str(spec), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+    def logged_trials() -> dict[str, str]:
+        if not (tmp_path / "ws" / "mlflow.db").exists():
+            return {}
+        try:
+            runs = MlflowClient(uri).search_runs(["1"], filter_string="tags.`perftune.kind` = 'trial'")
+        except Exception:  # the store may still be being created
+            return {}
+        return {r.data.tags["perftune.trial_id"]: r.info.run_id for r in runs}
+
+    deadline = time.time() + 240
+    while len(logged_trials()) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+    before = logged_trials()
+    assert proc.poll() is None, "the study finished before it could be interrupted; make its trials longer"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr
+    before = logged_trials()  # trials that finished while stopping count too
+    assert 2 <= len(before) < 12
+
+    resumed = run_cli("tune", str(spec), "--out", str(out), "--resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["trials"]) == 12 and {t["status"] for t in summary["trials"]} == {"completed"}
+    runs = MlflowClient(uri).search_runs(["1"], filter_string="tags.`perftune.kind` = 'trial'")
+    counts = collections.Counter(r.data.tags["perftune.trial_id"] for r in runs)
+    assert len(counts) == 12 and max(counts.values()) == 1  # nothing ran (or was logged) twice
+    after = {r.data.tags["perftune.trial_id"]: r.info.run_id for r in runs}
+    assert all(after[trial] == run_id for trial, run_id in before.items())
+    assert {t["trial_id"]: t["mlflow_run_id"] for t in summary["trials"]} == after
+
+
+def test_resume_refuses_a_changed_spec(tmp_path: Path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(GOOD + f"workspace: {tmp_path / 'ws'}\n")
+    out = tmp_path / "out"
+    assert run_cli("tune", str(spec), "--out", str(out), timeout=300).returncode == 0
+    spec.write_text(GOOD.replace("[0.01]", "[0.1]") + f"workspace: {tmp_path / 'ws'}\n")
+    proc = run_cli("tune", str(spec), "--out", str(out), "--resume")
+    assert proc.returncode == 2 and "the spec changed" in proc.stderr

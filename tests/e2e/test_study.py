@@ -1,0 +1,127 @@
+"""Whole studies on real Ray, real MLflow (SQLite) and real data."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import ray.cloudpickle
+from mlflow import MlflowClient
+
+import perftune
+from perftune.models.base import register_family
+from perftune.models.sgd import SGDLogistic
+
+BUDGET_STUDY = """
+name: budget
+datasets: [diabetes]
+models: [sgd_logistic]
+search:
+  space:
+    batch_size: {powers_of_two: {from: 1, until: n_samples}}
+    learning_rate: [0.01]
+    epochs: 20
+objectives: [accuracy, train_time_s]
+constraints: ['train_time_s <= 0.5', 'memory_mb <= 4096']
+early_stopping: {policy: projected}
+"""
+
+
+def runs_by_trial(client: MlflowClient, result) -> dict[str, object]:
+    runs = client.search_runs(
+        [result.tracking["experiment_id"]],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.tracking['parent_run_id']}'",
+    )
+    by_trial = {}
+    for run in runs:
+        trial_id = run.data.tags["perftune.trial_id"]
+        assert trial_id not in by_trial, f"trial {trial_id} logged twice"
+        by_trial[trial_id] = run
+    return by_trial
+
+
+def test_budget_study_stops_some_trials_and_tracks_everything(ray_session, write_spec, tmp_path):
+    result = perftune.tune(write_spec(BUDGET_STUDY), out=tmp_path / "out")
+    group = result.group("diabetes", "sgd_logistic")
+    statuses = [t.status for t in group.trials]
+    assert len(group.trials) == 8  # 2 … 256 rows per batch
+    assert "stopped_budget" in statuses and "completed" in statuses
+
+    # stop reasons say which constraint, what was observed and what was projected
+    for trial in group.trials:
+        if trial.status == "stopped_budget":
+            reason = trial.stop_reason
+            assert reason["constraint"] == "train_time_s <= 0.5" and reason["policy"] == "projected"
+            assert reason["projected"] > 0.5 and reason["at_step"] < reason["total_steps"]
+            assert trial.compute()["saved_cpu_s"] > 0
+    # small batches take more steps: the stopped trials are the small-batch ones
+    stopped = {t.params["batch_size"] for t in group.trials if t.status == "stopped_budget"}
+    assert 2 in stopped and 256 not in stopped
+
+    # the best feasible trial satisfies every constraint
+    best = group.best
+    assert best is not None and best.feasible
+    assert best.metrics["train_time_s"] <= 0.5 and best.metrics["memory_mb"] <= 4096
+    assert all(best.metrics["accuracy"] >= t.metrics["accuracy"] for t in group.feasible)
+    assert {t.trial_id for t in group.pareto} <= {t.trial_id for t in group.feasible}
+
+    # summary.json agrees with MLflow, trial by trial
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    client = MlflowClient(result.tracking["uri"])
+    runs = runs_by_trial(client, result)
+    assert set(runs) == {t["trial_id"] for t in summary["trials"]}
+    for trial in summary["trials"]:
+        run = runs[trial["trial_id"]]
+        assert trial["mlflow_run_id"] == run.info.run_id
+        assert run.data.tags["perftune.status"] == trial["status"]
+        assert run.data.params["batch_size"] == str(trial["params"]["batch_size"])
+        assert run.data.metrics["accuracy"] == pytest.approx(trial["metrics"]["accuracy"])
+        assert run.data.metrics["train_time_s"] == pytest.approx(trial["metrics"]["train_time_s"])
+        for tag in (
+            "perftune.dataset.fingerprint",
+            "perftune.spec_hash",
+            "perftune.split_seed",
+            "perftune.python",
+            "perftune.pkg.ray",
+            "perftune.hw.cpu_model",
+            "perftune.hw.cores",
+        ):
+            assert run.data.tags.get(tag), tag
+        assert run.inputs.dataset_inputs[0].dataset.name == "diabetes"
+        if trial["status"] == "stopped_budget":
+            assert "train_time_s <= 0.5 broken" in run.data.tags["perftune.stop_reason"]
+    # metric histories carry the step index
+    long_trial = next(t for t in group.trials if t.metrics["steps"] >= 300)
+    history = client.get_metric_history(long_trial.mlflow_run_id, "val_loss")
+    assert [m.step for m in history] == sorted(m.step for m in history) and len(history) >= 3
+    assert summary["groups"][0]["best_feasible"]["trial_id"] == best.trial_id
+    assert summary["compute"]["counterfactual_cpu_s"] > summary["compute"]["cpu_s"] > 0
+
+
+class FlakyLogistic(SGDLogistic):
+    """Raises in the middle of training for one batch size (an injected fault)."""
+
+    name = "flaky_logistic"
+
+    def step(self, X, y):
+        if self.params.batch_size == 64 and getattr(self, "_n", 0) > 3:
+            raise RuntimeError("injected failure")
+        self._n = getattr(self, "_n", 0) + 1
+        return super().step(X, y)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(ray_session, write_spec, tmp_path):
+    register_family(FlakyLogistic)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+    spec = write_spec(
+        BUDGET_STUDY.replace("[sgd_logistic]", "[flaky_logistic]").replace(
+            "{powers_of_two: {from: 1, until: n_samples}}", "[32, 64, 128]"
+        )
+    )
+    result = perftune.tune(spec, out=tmp_path / "out")
+    trials = {t.params["batch_size"]: t for t in result.trials}
+    assert trials[64].status == "failed" and "injected failure" in trials[64].error
+    assert trials[32].status == trials[128].status == "completed"
+    run = MlflowClient(result.tracking["uri"]).get_run(trials[64].mlflow_run_id)
+    assert run.info.status == "FAILED" and "injected failure" in run.data.tags["perftune.error"]
