@@ -31,5 +31,9 @@ class DataUnavailableError(PerftuneError):
     """A known dataset exists but cannot be read here (not cached and no network)."""
 
 
+class ClusterUnavailableError(PerftuneError):
+    """The Ray cluster named by ``--address`` cannot be reached."""
+
+
 class StudyStateError(UsageError):
     """An output folder holds a study that cannot be resumed or would be overwritten."""

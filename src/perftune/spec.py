@@ -294,6 +294,9 @@ class ExecutionSpec(_Model):
     cpus_per_trial: float = Field(default=1.0, gt=0)
     max_concurrent: int | None = Field(default=None, ge=1, description="default: as many as the CPUs allow")
     address: str | None = Field(default=None, description="an existing Ray cluster, e.g. ray://head:10001")
+    report_interval_s: float = Field(
+        default=1.0, ge=0, description="least time between reports to Ray Tune (windows are batched)"
+    )
 
 
 class TrackingSpec(_Model):

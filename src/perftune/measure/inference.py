@@ -15,7 +15,7 @@ def measure_inference(
     *,
     latency_rows: int = 200,
     throughput_batch: int = 1024,
-    min_throughput_s: float = 0.05,
+    min_throughput_s: float = 0.02,
 ) -> dict[str, float]:
     """Measure ``latency_ms_p50/p95``, ``throughput_rps`` and ``model_size_bytes``.
 

@@ -15,15 +15,17 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from perftune.data import Dataset, PreparedData, load_dataset, prepare
-from perftune.errors import PerftuneError, SpecError, StudyStateError
+from perftune.errors import ClusterUnavailableError, PerftuneError, SpecError, StudyStateError
 from perftune.spec import Spec, load_spec
 from perftune.track.lineage import lineage_tags
 from perftune.track.mlflow_tracker import StudyTracker
@@ -108,13 +110,35 @@ def ray_session(address: str | None, include_package: bool = True) -> Iterator[N
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         runtime_env = {"py_modules": [str(Path(__file__).resolve().parents[1])]} if include_package else None
-        ray.init(address=address, runtime_env=runtime_env, **options)
+        try:
+            _probe_address(address)
+            ray.init(address=address, runtime_env=runtime_env, **options)
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            raise ClusterUnavailableError(
+                f"could not join the Ray cluster at {address!r} ({str(exc).splitlines()[0]}); check that it runs, "
+                "the address form (ray://<head>:10001 for Ray Client, <head>:6379 from a cluster node) and, "
+                "for a cluster with token authentication, RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"
+            ) from None
     else:
         ray.init(num_cpus=os.cpu_count(), **options)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _probe_address(address: str, timeout_s: float = 3.0) -> None:
+    """Fail in seconds when nothing listens at the cluster address (Ray itself retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = host_port, "10001" if address.startswith("ray://") else "6379"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _open_state(spec: Spec, out: Path, resume: bool) -> StudyState | None:
@@ -154,98 +178,52 @@ def run_study(
         resume: continue the study in ``out`` without repeating finished trials.
         address: an existing Ray cluster (overrides ``execution.address``).
         progress: observer for live display.
+        spec_path: the spec's file, when ``spec`` was loaded from one (logged as an artifact).
     """
     if not isinstance(spec, Spec):
         spec_path = str(spec)
         spec = load_spec(spec)
-    name = spec.name or "study"
     plan = make_plan(spec)
-    out = Path(out) if out else spec.workspace_path() / "runs" / name
-    progress = progress or _NoProgress()
+    out = Path(out) if out else spec.workspace_path() / "runs" / (spec.name or "study")
     state = _open_state(spec, out, resume)
-    tracking_uri = state.tracking_uri if state else spec.tracking_uri()
-    tags = lineage_tags(spec.fingerprint(), spec_path, spec.seed)
     started = time.time()
-    tracker = StudyTracker(
-        tracking_uri,
-        state.experiment if state else spec.tracking.experiment,
-        name,
-        tags,
-        parent_run_id=state.parent_run_id if state else None,
-    )
-    if state is None:
-        state = StudyState(
-            spec.fingerprint(),
-            tracker.parent_run_id,
-            tracking_uri,
-            spec.tracking.experiment,
-            datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
-        state.write(out)
-        spec_text = Path(spec_path).read_text() if spec_path else spec.model_dump_json(indent=2)
-        tracker.log_spec(
-            spec_text,
-            {
-                "study": name,
-                "spec_hash": spec.fingerprint(),
-                "models": spec.models,
-                "datasets": [d.name for d in spec.datasets],
-                "policy": spec.early_stopping.policy,
-                "search": spec.search.algorithm,
-                "constraints": [str(c) for c in spec.constraints],
-                "objectives": [o.model_dump(mode="json") for o in spec.objectives],
-            },
-        )
-    groups: list[GroupResult] = []
-    status = "FAILED"
-    try:
-        with ray_session(address or spec.execution.address):
-            for dataset_spec in spec.datasets:
-                dataset = load_dataset(dataset_spec, seed=spec.seed)
-                check_task(spec, dataset.task, dataset.name)
-                tracker.log_dataset(dataset)
-                prepared: PreparedData | None = None
-                data_ref = None
-                for model in spec.models:
-                    family = plan.families[model]
-                    if dataset.task not in family.tasks:
-                        note = {
-                            "dataset": dataset.name,
-                            "model": model,
-                            "reason": f"{model} does not support {dataset.task}"
-                            f" ({', '.join(sorted(family.tasks))} only)",
-                        }
-                        if note not in state.skipped:
-                            state.skipped.append(note)
-                        continue
-                    if prepared is None:
-                        import ray
-
-                        prepared = prepare(dataset, spec.evaluation, spec.seed)
-                        data_ref = ray.put(prepared)  # once per dataset, shared by every trial
-                    groups.append(
-                        _run_one_group(plan, dataset, prepared, data_ref, model, out, resume, tracker, progress)
-                    )
-        status = "FINISHED"
-    except (KeyboardInterrupt, StudyInterrupted) as exc:
-        status = "KILLED"
-        where = f" ({exc})" if str(exc) else ""
-        raise StudyInterrupted(
-            f"interrupted{where}; continue with: perftune tune {spec_path or '<spec>'} --resume --out {out}"
-        ) from None
-    finally:
-        state.write(out)
-        if status != "FINISHED":
-            with contextlib.suppress(Exception):
-                tracker.close(status=status)
+    # Opening the MLflow store (schema migrations on a new SQLite file) and starting Ray take seconds
+    # each and do not depend on each other: do them at the same time.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perftune-start") as pool:
+        opening = pool.submit(_start_tracking, spec, state, out, spec_path)
+        status = "FAILED"
+        tracker: StudyTracker | None = None
+        try:
+            with ray_session(address or spec.execution.address):
+                tracker, state = opening.result()
+                groups = _run_datasets(plan, state, out, resume, tracker, progress or _NoProgress())
+            status = "FINISHED"
+        except (KeyboardInterrupt, StudyInterrupted) as exc:
+            status = "KILLED"
+            where = f" ({exc})" if str(exc) else ""
+            raise StudyInterrupted(
+                f"interrupted{where}; continue with: perftune tune {spec_path or '<spec>'} --resume --out {out}"
+            ) from None
+        finally:
+            if status != "FINISHED":
+                tracker = tracker or _result_or_none(opening)
+                if tracker is not None:
+                    with contextlib.suppress(Exception):
+                        tracker.close(status=status)
+    assert state is not None
+    state.write(out)
     result = StudyResult(
-        name=name,
+        name=spec.name or "study",
         spec_fingerprint=spec.fingerprint(),
         groups=groups,
         constraints=[str(c) for c in spec.constraints],
         policy=spec.early_stopping.policy,
         out_dir=out,
-        tracking={"uri": tracking_uri, "experiment_id": tracker.experiment_id, "parent_run_id": tracker.parent_run_id},
+        tracking={
+            "uri": state.tracking_uri,
+            "experiment_id": tracker.experiment_id,
+            "parent_run_id": tracker.parent_run_id,
+        },
         skipped=state.skipped,
         wall_time_s=time.time() - started,
         started_at=state.started_at,
@@ -254,6 +232,85 @@ def run_study(
     tracker.finish(result, summary)
     tracker.close()
     return result
+
+
+def _result_or_none(future: Future[Any]) -> Any:
+    try:
+        return future.result()[0]
+    except Exception:
+        return None
+
+
+def _start_tracking(
+    spec: Spec, state: StudyState | None, out: Path, spec_path: str | None
+) -> tuple[StudyTracker, StudyState]:
+    """Open the MLflow store and the study's parent run (a new one, or the resumed study's)."""
+    tracking_uri = state.tracking_uri if state else spec.tracking_uri()
+    tags = lineage_tags(spec.fingerprint(), spec_path, spec.seed)
+    experiment = state.experiment if state else spec.tracking.experiment
+    tracker = StudyTracker(
+        tracking_uri, experiment, spec.name or "study", tags, parent_run_id=state.parent_run_id if state else None
+    )
+    if state is not None:
+        return tracker, state
+    state = StudyState(
+        spec.fingerprint(),
+        tracker.parent_run_id,
+        tracking_uri,
+        experiment,
+        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    state.write(out)
+    spec_text = Path(spec_path).read_text() if spec_path else spec.model_dump_json(indent=2)
+    tracker.log_spec(
+        spec_text,
+        {
+            "study": spec.name,
+            "spec_hash": spec.fingerprint(),
+            "models": spec.models,
+            "datasets": [d.name for d in spec.datasets],
+            "policy": spec.early_stopping.policy,
+            "search": spec.search.algorithm,
+            "constraints": [str(c) for c in spec.constraints],
+            "objectives": [o.model_dump(mode="json") for o in spec.objectives],
+        },
+    )
+    return tracker, state
+
+
+def _run_datasets(
+    plan: StudyPlan, state: StudyState, out: Path, resume: bool, tracker: StudyTracker, progress: Progress
+) -> list[GroupResult]:
+    """Every dataset × model group, one dataset in memory at a time."""
+    import ray
+
+    spec = plan.spec
+    groups: list[GroupResult] = []
+    try:
+        for dataset_spec in spec.datasets:
+            dataset = load_dataset(dataset_spec, seed=spec.seed)
+            check_task(spec, dataset.task, dataset.name)
+            tracker.log_dataset(dataset)
+            prepared: PreparedData | None = None
+            data_ref = None
+            for model in spec.models:
+                family = plan.families[model]
+                if dataset.task not in family.tasks:
+                    note = {
+                        "dataset": dataset.name,
+                        "model": model,
+                        "reason": f"{model} does not support {dataset.task} ({', '.join(sorted(family.tasks))} only)",
+                    }
+                    if note not in state.skipped:
+                        state.skipped.append(note)
+                    continue
+                if prepared is None:
+                    prepared = prepare(dataset, spec.evaluation, spec.seed)
+                    data_ref = ray.put(prepared)  # once per dataset, shared by every trial
+                groups.append(_run_one_group(plan, dataset, prepared, data_ref, model, out, resume, tracker, progress))
+    finally:
+        state.write(out)
+    return groups
 
 
 def _run_one_group(
@@ -289,6 +346,7 @@ def _run_one_group(
             spec.early_stopping.policy, constraints, spec.early_stopping.min_observations, spec.early_stopping.slack
         ),
         latency_rows=spec.evaluation.latency_rows,
+        report_interval_s=spec.execution.report_interval_s,
         throughput_batch=spec.evaluation.throughput_batch,
     )
     search = build_search(spec.search, space, objectives, dataset.task, seed=spec.seed)

@@ -1,8 +1,15 @@
 """One trial: the training loop with measurement, windows, budget checks and the final inference metrics.
 
 :func:`run_trial` is plain Python (it takes a ``report`` callable), so the same code runs under Ray Tune
-(:func:`ray_trainable`), in benchmarks and in tests. With k folds, each step advances the k fold models by
-one mini-batch each; validation metrics are the mean over folds, and ``step_time_ms`` is per mini-batch.
+(:func:`ray_trainable`), in benchmarks and in tests.
+
+Budgets are checked after every window, inside the trial. Reports to Ray Tune are batched: each report
+carries the latest window's metrics (for schedulers and the live display) plus ``windows``, every window
+since the previous report, so the driver still gets the full history while the number of round trips to
+the driver stays bounded (at most one per ``report_interval_s``) however small ``eval_every`` is.
+
+With k folds, each step advances the k fold models by one mini-batch each; validation metrics are the
+mean over folds, and ``step_time_ms`` is per mini-batch.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ class TrialSettings:
     policy: Any = field(default_factory=NoPolicy)
     latency_rows: int = 200
     throughput_batch: int = 1024
+    report_interval_s: float = 1.0
 
 
 def total_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
@@ -46,9 +54,10 @@ def total_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | None
 
 
 def run_trial(config: dict[str, Any], data: PreparedData, settings: TrialSettings, report: Report) -> dict[str, Any]:
-    """Train one configuration; call ``report`` per window (all but the last) and return the final result.
+    """Train one configuration; ``report`` batches of windows as it goes and return the final result.
 
-    The final result holds the last window's metrics, the end-of-trial inference metrics, ``trial_status``,
+    Every report and the final result hold ``windows``: the windows since the previous report. The final
+    result also holds the last window's metrics, the end-of-trial inference metrics, ``trial_status``,
     ``stop_reason`` (JSON, when stopped), ``saved_cpu_s`` / ``saved_train_time_s`` estimates and
     ``probe_overhead_s``.
     """
@@ -67,7 +76,8 @@ def run_trial(config: dict[str, Any], data: PreparedData, settings: TrialSetting
     history: list[dict[str, float]] = []
     loss_sum, loss_n = 0.0, 0
     status, stop, error = COMPLETED, None, None
-    start = time.perf_counter()
+    unreported: list[dict[str, float]] = []
+    start = last_report = time.perf_counter()
     step = 0
     try:
         while step < planned:
@@ -88,21 +98,24 @@ def run_trial(config: dict[str, Any], data: PreparedData, settings: TrialSetting
             window = _window(trainers, data, step, steps_per_epoch, planned, start, probe, timer, loss_sum, loss_n)
             loss_sum, loss_n = 0.0, 0
             history.append(window)
+            unreported.append(window)
             stop = settings.policy.check(history, planned)
             if stop is not None:
                 status = STOPPED_BUDGET
                 break
-            if step < planned:
-                report(window)
+            if step < planned and time.perf_counter() - last_report >= settings.report_interval_s:
+                report({**window, "windows": unreported})
+                unreported, last_report = [], time.perf_counter()
     except TrialDiverged as exc:
         status, error = FAILED, f"diverged at step {step}: {exc}"
         if not history or history[-1]["steps"] != step:
             history.append(
                 {"steps": float(step), "train_time_s": time.perf_counter() - start, **probe.sample().as_metrics()}
             )
+            unreported.append(history[-1])
 
     final: dict[str, Any] = dict(history[-1]) if history else {}
-    final.update(trial_status=status, total_steps=planned, probe_overhead_s=probe.overhead_s)
+    final.update(trial_status=status, total_steps=planned, probe_overhead_s=probe.overhead_s, windows=unreported)
     if status == COMPLETED:
         final.update(
             measure_inference(

@@ -172,8 +172,8 @@ class TrialCollector(Callback):
         self._notify()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if "trial_status" not in result:  # windows only; the final result arrives with on_trial_complete
-            self.history.setdefault(trial.trial_id, []).append(final_metrics(result))
+        # Every result (the final one too) carries the windows measured since the previous result.
+        self.history.setdefault(trial.trial_id, []).extend(final_metrics(w) for w in result.get("windows", ()))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, None)
