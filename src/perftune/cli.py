@@ -21,8 +21,8 @@ app = typer.Typer(
     help="Tune, track and compare models with system metrics as first-class objectives.",
 )
 # Piped output (CI logs, `make demo | tee`) gets a wide fixed width instead of Rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160)))
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else int(os.environ.get("COLUMNS", 160)))
+console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 220)))
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else int(os.environ.get("COLUMNS", 220)))
 _debug = False
 
 

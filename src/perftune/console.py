@@ -92,38 +92,25 @@ class LiveProgress:
 def result_table(result: StudyResult) -> Table:
     """Best feasible trial per dataset × model."""
     table = Table(title=f"{result.name}: best feasible trial per dataset × model", title_justify="left")
-    for column in (
-        "dataset",
-        "model",
-        "trials",
-        "done/budget/early/failed",
-        "objective",
-        "params",
-        *_KEY_METRICS,
-        "mlflow run",
-    ):
+    for column in ("dataset", "model", "trials (done/budget/early/failed)", "objective"):
         table.add_column(column, overflow="fold")
+    table.add_column("params", no_wrap=True)
+    for metric in _KEY_METRICS:
+        table.add_column(metric, justify="right", overflow="fold")
+    table.add_column("mlflow run", overflow="fold")
     for group in result.groups:
         c = group.counts()
+        trials = f"{len(group.trials)} ({c['completed']}/{c['stopped_budget']}/{c['stopped_early']}/{c['failed']})"
         best = group.best
-        counts = f"{c['completed']}/{c['stopped_budget']}/{c['stopped_early']}/{c['failed']}"
         if best is None:
-            table.add_row(
-                group.dataset,
-                group.model,
-                str(len(group.trials)),
-                counts,
-                "no feasible trial",
-                *[""] * (len(_KEY_METRICS) + 2),
-            )
+            table.add_row(group.dataset, group.model, trials, "no feasible trial", *[""] * (len(_KEY_METRICS) + 2))
             continue
         primary = group.objectives[0].metric
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        params = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
         table.add_row(
             group.dataset,
             group.model,
-            str(len(group.trials)),
-            counts,
+            trials,
             f"{primary}={_fmt(best.metrics.get(primary))}",
             params,
             *[_fmt(best.metrics.get(m, "")) for m in _KEY_METRICS],

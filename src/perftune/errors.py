@@ -35,5 +35,11 @@ class ClusterUnavailableError(PerftuneError):
     """The Ray cluster named by ``--address`` cannot be reached."""
 
 
+class StudyInterrupted(PerftuneError):
+    """The study was stopped before every trial finished; ``--resume`` continues it."""
+
+    exit_code = 130
+
+
 class StudyStateError(UsageError):
     """An output folder holds a study that cannot be resumed or would be overwritten."""

@@ -125,3 +125,24 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(ray_session, write_sp
     assert trials[32].status == trials[128].status == "completed"
     run = MlflowClient(result.tracking["uri"]).get_run(trials[64].mlflow_run_id)
     assert run.info.status == "FAILED" and "injected failure" in run.data.tags["perftune.error"]
+
+
+def test_resuming_a_finished_study_reuses_its_groups_without_loading_data(
+    ray_session, write_spec, tmp_path, monkeypatch
+):
+    spec = write_spec(
+        BUDGET_STUDY.replace("[sgd_logistic]", "[sgd_logistic, sgd_svm]").replace(
+            "{powers_of_two: {from: 1, until: n_samples}}", "[64, 128]"
+        )
+    )
+    first = perftune.tune(spec, out=tmp_path / "out")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a finished dataset was loaded again")
+
+    monkeypatch.setattr("perftune.tuning.engine.load_dataset", no_loading)
+    again = perftune.tune(spec, out=tmp_path / "out", resume=True)
+    assert [(t.trial_id, t.status, t.mlflow_run_id) for t in again.trials] == [
+        (t.trial_id, t.status, t.mlflow_run_id) for t in first.trials
+    ]
+    assert again.tracking["parent_run_id"] == first.tracking["parent_run_id"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from perftune.data import Dataset, PreparedData, load_dataset, prepare
-from perftune.errors import ClusterUnavailableError, PerftuneError, SpecError, StudyStateError
+from perftune.errors import ClusterUnavailableError, SpecError, StudyInterrupted, StudyStateError
 from perftune.spec import Spec, load_spec
 from perftune.track.lineage import lineage_tags
 from perftune.track.mlflow_tracker import StudyTracker
@@ -38,12 +38,6 @@ from perftune.tuning.trial import TrialSettings
 from perftune.tuning.tune_run import GroupRun, run_group
 
 log = logging.getLogger(__name__)
-
-
-class StudyInterrupted(PerftuneError):
-    """The study was stopped before every trial finished; ``--resume`` continues it."""
-
-    exit_code = 130
 
 
 class Progress(Protocol):
@@ -288,6 +282,12 @@ def _run_datasets(
     groups: list[GroupResult] = []
     try:
         for dataset_spec in spec.datasets:
+            finished = _finished_groups(out, dataset_spec.name, spec.models, state) if resume else None
+            if finished is not None:  # a resumed study does not load data it no longer needs
+                for group in finished:
+                    progress.group_finished(group)
+                groups.extend(finished)
+                continue
             dataset = load_dataset(dataset_spec, seed=spec.seed)
             check_task(spec, dataset.task, dataset.name)
             tracker.log_dataset(dataset)
@@ -313,6 +313,27 @@ def _run_datasets(
     return groups
 
 
+def _marker(out: Path, dataset: str, model: str) -> Path:
+    return out / "groups" / f"{group_slug(dataset, model)}.json"
+
+
+def _read_marker(path: Path) -> GroupResult:
+    try:
+        raw = json.loads(path.read_text())
+        return GroupResult.from_dict(raw["group"], [TrialRecord(**t) for t in raw["trials"]])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StudyStateError(f"{path} is corrupt ({exc}); delete it to re-run that group with --resume") from None
+
+
+def _finished_groups(out: Path, dataset: str, models: list[str], state: StudyState) -> list[GroupResult] | None:
+    """The dataset's groups when every one of them finished before (None when any is left to run)."""
+    skipped = {note["model"] for note in state.skipped if note["dataset"] == dataset}
+    markers = [_marker(out, dataset, model) for model in models if model not in skipped]
+    if not markers or not all(m.is_file() for m in markers):
+        return None
+    return [_read_marker(m) for m in markers]
+
+
 def _run_one_group(
     plan: StudyPlan,
     dataset: Dataset,
@@ -325,12 +346,10 @@ def _run_one_group(
     progress: Progress,
 ) -> GroupResult:
     spec = plan.spec
-    slug = group_slug(dataset.name, model)
-    marker = out / "groups" / f"{slug}.json"
+    marker = _marker(out, dataset.name, model)
     objectives = plan.objectives_for(dataset.task)
     if resume and marker.is_file():
-        raw = json.loads(marker.read_text())
-        group = GroupResult.from_dict(raw["group"], [TrialRecord(**t) for t in raw["trials"]])
+        group = _read_marker(marker)
         progress.group_finished(group)
         return group
     constraints = plan.constraints_for(dataset.task)
@@ -353,7 +372,7 @@ def _run_one_group(
     run = GroupRun(
         dataset=dataset.name,
         model=model,
-        path=out / "ray" / slug,
+        path=out / "ray" / group_slug(dataset.name, model),
         search=search,
         settings=settings,
         data_ref=data_ref,
@@ -368,7 +387,7 @@ def _run_one_group(
     for record in records:
         judge(record, constraints)
     group = GroupResult(dataset.name, model, dataset.task, objectives, records, dataset.card())
-    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)  # written last: its presence means "group done"
     marker.write_text(json.dumps({"group": group.to_dict(), "trials": [asdict(r) for r in records]}, default=str))
     progress.group_finished(group)
     return group

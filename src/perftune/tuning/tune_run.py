@@ -13,14 +13,17 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray import tune
 from ray.tune import Callback
 
+from perftune.errors import StudyInterrupted
 from perftune.measure.metrics import get_metric
 from perftune.track.mlflow_tracker import StudyTracker
 from perftune.tuning.budgets import Constraint, estimate_saved
@@ -248,10 +251,6 @@ def _quiet_tune() -> Iterator[None]:
 
 def run_group(run: GroupRun, tracker: StudyTracker, progress: Any, resume: bool = False) -> list[TrialRecord]:
     """Run (or continue) the Ray Tune experiment of one group; return every trial's record."""
-    from ray import tune
-
-    from perftune.tuning.engine import StudyInterrupted
-
     collector = TrialCollector(run, tracker, progress)
     fn = tune.with_resources(
         tune.with_parameters(trainable, handle=DataHandle(run.data_ref), settings=run.settings),
@@ -265,8 +264,6 @@ def run_group(run: GroupRun, tracker: StudyTracker, progress: Any, resume: bool 
                 )
             else:
                 if run.path.exists():
-                    import shutil
-
                     shutil.rmtree(run.path)
                 tuner = tune.Tuner(
                     fn,
