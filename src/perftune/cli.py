@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perftune import __version__
-from perftune.errors import PerftuneError
+from perftune.errors import PerftuneError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -113,6 +113,68 @@ def datasets(
             "Also: any PMLB name (`--all` lists them; fetched on first use), and CSV/Parquet files "
             "via {path: data.csv, target: y} in a spec."
         )
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="A study's output folder (holds summary.json).")],
+    evaluator: Annotated[str, typer.Option(help="Importance evaluator: fanova or ped_anova.")] = "fanova",
+) -> None:
+    """Write the study's HTML report (RQ1 effects, learning curves, Pareto, RQ2) to RUN/report/index.html."""
+    from perftune.analysis.effects import EVALUATORS
+    from perftune.report.html import build_report
+
+    if evaluator not in EVALUATORS:
+        _fail(UsageError(f"--evaluator {evaluator!r} is unknown; use one of {', '.join(EVALUATORS)}"))
+    try:
+        page = build_report(run, evaluator=evaluator)
+    except PerftuneError as exc:
+        _fail(exc)
+    console.print(f"report: {page}")
+
+
+@app.command()
+def savings(
+    spec: Annotated[Path, typer.Argument(help="The study spec (YAML) with an early-stopping policy.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder of the policy run (default <workspace>/runs/<study>).")
+    ] = None,
+    rerun: Annotated[bool, typer.Option("--rerun", help="Run both studies again even if matching runs exist.")] = False,
+) -> None:
+    """RQ2: run the spec with policy none and with its own policy; compare compute, regret and false stops."""
+    from perftune.analysis.savings import run_savings
+    from perftune.console import LiveProgress, savings_table
+    from perftune.spec import load_spec
+
+    try:
+        loaded = load_spec(spec)
+        with LiveProgress(console, loaded.name or spec.stem) as progress:
+            result = run_savings(loaded, out=out, spec_path=str(spec), progress=progress, rerun=rerun)
+    except PerftuneError as exc:
+        _fail(exc)
+    console.print(savings_table(result))
+    console.print(
+        f"written to {Path(result.policy_run) / 'savings.json'} (and summary.json); "
+        f"`perftune report {result.policy_run}` shows it"
+    )
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A study's output folder.")],
+    run_b: Annotated[Path, typer.Argument(help="Another study's output folder.")],
+) -> None:
+    """Two studies side by side: configuration, feasibility, compute, best results."""
+    from perftune.analysis.compare import side_by_side
+    from perftune.console import compare_tables
+    from perftune.tuning.results import load_study
+
+    try:
+        comparison = side_by_side(load_study(run_a), load_study(run_b))
+    except PerftuneError as exc:
+        _fail(exc)
+    for table in compare_tables(comparison):
+        console.print(table)
 
 
 def main() -> None:

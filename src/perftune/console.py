@@ -126,3 +126,99 @@ def compute_line(result: StudyResult) -> str:
         f"stopping saved ≈{c['saved_cpu_s_est']:.1f} CPU-s of a ≈{c['counterfactual_cpu_s']:.1f} CPU-s full search "
         f"(×{c['savings_factor_est']:.2f})"
     )
+
+
+def savings_table(report: Any) -> Table:
+    """RQ2 per dataset × model."""
+    table = Table(title=f"RQ2: policy {report.policy} vs full search", title_justify="left")
+    for column in (
+        "dataset",
+        "model",
+        "trials",
+        "stopped",
+        "CPU-s full",
+        "CPU-s policy",
+        "savings ×",
+        "wall ×",
+        "same best",
+        "regret",
+        "regret rel.",
+        "false stops",
+    ):
+        table.add_column(column, justify="right" if column not in ("dataset", "model", "same best") else "left")
+    for g in report.groups:
+        table.add_row(
+            g.dataset,
+            g.model,
+            str(g.trials),
+            str(g.stopped),
+            _fmt(g.cpu_s_full),
+            _fmt(g.cpu_s_policy),
+            f"{g.savings_factor:.2f}",
+            f"{g.wall_savings_factor:.2f}",
+            "yes" if g.same_best else "no",
+            "" if g.regret is None else _fmt(g.regret),
+            "" if g.regret_rel is None else f"{g.regret_rel:.2%}",
+            str(g.false_stops),
+        )
+    totals = report.totals()
+    table.caption = (
+        f"overall {totals['savings_factor']:.2f}× less CPU; zero regret in {totals['zero_regret_groups']} "
+        f"of {len(report.groups)} groups; {totals['false_stops']} false stops"
+    )
+    return table
+
+
+def compare_tables(comparison: dict[str, Any]) -> list[Table]:
+    """`perftune compare`: the two studies, then their groups side by side."""
+    a, b = comparison["studies"]
+    head = Table(title="studies", title_justify="left")
+    head.add_column("")
+    head.add_column(f"A: {a['name']}")
+    head.add_column(f"B: {b['name']}")
+    for key in (
+        "out",
+        "policy",
+        "constraints",
+        "spec_fingerprint",
+        "trials",
+        "cpu_s",
+        "trial_s",
+        "wall_s",
+        "saved_cpu_s_est",
+    ):
+        head.add_row(key, _fmt(a[key]), _fmt(b[key]))
+    groups = Table(title="per dataset × model (A | B)", title_justify="left")
+    for column in (
+        "dataset",
+        "model",
+        "trials",
+        "feasible",
+        "stopped",
+        "CPU-s",
+        "best",
+        "best params A",
+        "best params B",
+    ):
+        groups.add_column(column, overflow="fold")
+
+    def pair(row: dict[str, Any], key: str) -> str:
+        return (
+            f"{_fmt(row['a'][key]) if row['a'][key] is not None else '—'} | "
+            f"{_fmt(row['b'][key]) if row['b'][key] is not None else '—'}"
+        )
+
+    for row in comparison["groups"]:
+        metric = row["a"].get("metric") or row["b"].get("metric") or ""
+        groups.add_row(
+            row["dataset"],
+            row["model"],
+            pair(row, "trials"),
+            pair(row, "feasible"),
+            pair(row, "stopped"),
+            pair(row, "cpu_s"),
+            f"{metric}: {pair(row, 'best')}",
+            _fmt(row["a"]["best_params"] or "—"),
+            _fmt(row["b"]["best_params"] or "—"),
+        )
+    return [head, groups]

@@ -217,3 +217,17 @@ class StudyTracker:
                 self.client.set_terminated(self.parent_run_id, status=status)
         finally:
             self._pool.shutdown(wait=True)
+
+
+def log_study_analysis(tracking: dict[str, Any], metrics: dict[str, float], artifacts: dict[str, Any]) -> None:
+    """Add analysis results (RQ1/RQ2) to a finished study's parent run: metrics and JSON artifacts."""
+    if not tracking.get("uri") or not tracking.get("parent_run_id"):
+        return
+    client = MlflowClient(tracking_uri=tracking["uri"])
+    run_id = tracking["parent_run_id"]
+    now = _ms(time.time())
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
+    for start in range(0, len(batch), _BATCH):
+        client.log_batch(run_id, metrics=batch[start : start + _BATCH])
+    for name, payload in artifacts.items():
+        client.log_dict(run_id, payload, f"analysis/{name}")

@@ -256,6 +256,7 @@ def _start_tracking(
     )
     state.write(out)
     spec_text = Path(spec_path).read_text() if spec_path else spec.model_dump_json(indent=2)
+    (out / "spec.yaml").write_text(spec_text)  # the report shows the spec the study ran
     tracker.log_spec(
         spec_text,
         {
@@ -383,11 +384,18 @@ def _run_one_group(
         extra_tags={"perftune.dataset.fingerprint": dataset.fingerprint, "perftune.dataset.source": dataset.source},
     )
     progress.group_started(dataset.name, model, search.expected_trials)
-    records = run_group(run, tracker, progress, resume=resume)
+    started = time.time()
+    records, histories = run_group(run, tracker, progress, resume=resume)
     for record in records:
         judge(record, constraints)
-    group = GroupResult(dataset.name, model, dataset.task, objectives, records, dataset.card())
-    marker.parent.mkdir(parents=True, exist_ok=True)  # written last: its presence means "group done"
+    group = GroupResult(
+        dataset.name, model, dataset.task, objectives, records, dataset.card(), wall_s=time.time() - started
+    )
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    history_path = marker.with_suffix(".history.json")
+    previous = json.loads(history_path.read_text()) if resume and history_path.is_file() else {}
+    history_path.write_text(json.dumps({**previous, **histories}))
+    # written last: its presence means "group done"
     marker.write_text(json.dumps({"group": group.to_dict(), "trials": [asdict(r) for r in records]}, default=str))
     progress.group_finished(group)
     return group

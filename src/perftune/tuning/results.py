@@ -110,6 +110,7 @@ class GroupResult:
     objectives: list[Objective]
     trials: list[TrialRecord]
     dataset_card: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
 
     @property
     def feasible(self) -> list[TrialRecord]:
@@ -150,6 +151,7 @@ class GroupResult:
             "pareto_front": [t.trial_id for t in self.pareto],
             "compute": compute_totals(self.trials),
             "dataset_card": self.dataset_card,
+            "wall_s": self.wall_s,
         }
 
     @classmethod
@@ -161,6 +163,7 @@ class GroupResult:
             [Objective(**o) for o in raw["objectives"]],
             trials,
             raw.get("dataset_card", {}),
+            raw.get("wall_s", 0.0),
         )
 
 
@@ -215,3 +218,57 @@ class StudyResult:
         tmp.write_text(json.dumps(self.to_summary(), indent=2, default=str))
         tmp.replace(path)  # atomic: a reader never sees half a file
         return path
+
+
+_RECORD_FIELDS = (
+    "trial_id",
+    "dataset",
+    "model",
+    "params",
+    "status",
+    "metrics",
+    "stop_reason",
+    "error",
+    "mlflow_run_id",
+    "feasible",
+    "violations",
+)
+
+
+def load_study(out: Path | str) -> StudyResult:
+    """Read a finished study back from its output folder (its ``summary.json``)."""
+    from perftune.errors import StudyStateError
+
+    out = Path(out)
+    path = out / "summary.json"
+    if not path.is_file():
+        raise StudyStateError(f"{out} holds no finished study (no summary.json); run `perftune tune SPEC --out {out}`")
+    try:
+        raw = json.loads(path.read_text())
+        records = [TrialRecord(**{k: t.get(k) for k in _RECORD_FIELDS}) for t in raw["trials"]]
+        groups = [
+            GroupResult.from_dict(g, [r for r in records if (r.dataset, r.model) == (g["dataset"], g["model"])])
+            for g in raw["groups"]
+        ]
+        return StudyResult(
+            name=raw["study"],
+            spec_fingerprint=raw["spec_fingerprint"],
+            groups=groups,
+            constraints=raw["constraints"],
+            policy=raw["policy"],
+            out_dir=out,
+            tracking=raw.get("tracking", {}),
+            skipped=raw.get("skipped", []),
+            wall_time_s=raw.get("wall_time_s", 0.0),
+            started_at=raw.get("started_at", ""),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StudyStateError(f"{path} is not a perftune summary ({type(exc).__name__}: {exc})") from None
+
+
+def load_histories(out: Path | str) -> dict[str, list[dict[str, float]]]:
+    """trial id → its report windows, from a study folder (empty for trials whose windows were not kept)."""
+    histories: dict[str, list[dict[str, float]]] = {}
+    for path in sorted((Path(out) / "groups").glob("*.history.json")):
+        histories.update(json.loads(path.read_text()))
+    return histories

@@ -157,6 +157,7 @@ class TrialCollector(Callback):
         self.history: dict[str, list[dict[str, float]]] = {}
         self.started_at: dict[str, float] = {}
         self.records: dict[str, TrialRecord] = {}
+        self.histories: dict[str, list[dict[str, float]]] = {}
         self.running: set[str] = set()
         self.best: TrialRecord | None = None
         self.t0 = time.time()
@@ -187,6 +188,7 @@ class TrialCollector(Callback):
     def _finish(self, trial: Any, error: str | None) -> None:
         trial_id = trial.trial_id
         history = self.history.pop(trial_id, [])
+        self.histories[trial_id] = history
         record = make_record(self.run, trial_id, trial.config, trial.last_result, error, history)
         self.records[trial_id] = record
         self.running.discard(trial_id)
@@ -249,8 +251,12 @@ def _quiet_tune() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_group(run: GroupRun, tracker: StudyTracker, progress: Any, resume: bool = False) -> list[TrialRecord]:
-    """Run (or continue) the Ray Tune experiment of one group; return every trial's record."""
+def run_group(
+    run: GroupRun, tracker: StudyTracker, progress: Any, resume: bool = False
+) -> tuple[list[TrialRecord], dict[str, list[dict[str, float]]]]:
+    """Run (or continue) the Ray Tune experiment of one group; return every trial's record and the windows
+    of the trials that ran in this process (trials finished before an interruption have none here; their
+    history is in MLflow)."""
     collector = TrialCollector(run, tracker, progress)
     fn = tune.with_resources(
         tune.with_parameters(trainable, handle=DataHandle(run.data_ref), settings=run.settings),
@@ -305,7 +311,7 @@ def run_group(run: GroupRun, tracker: StudyTracker, progress: Any, resume: bool 
                     tracker.log_trial(record, [], time.time(), run.extra_tags)
             records.append(record)
         tracker.flush()  # run ids are set on the records once their writes are done
-        return records
+        return records, collector.histories
     finally:
         collector.close()
 

@@ -1,0 +1,286 @@
+"""One self-contained HTML page per study: inline PNGs and CSS, nothing fetched from the network.
+
+Sections: summary, spec, datasets, best feasible trials, RQ1 (importance and effects), learning curves,
+Pareto fronts, RQ2 (savings; filled once ``perftune savings`` has run). The RQ1 numbers are also written to
+``effects.json``, to ``summary.json`` and to the study's MLflow run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from perftune.analysis.effects import MetricEffects, analyze
+from perftune.report import plots
+from perftune.tuning.results import GroupResult, StudyResult, load_histories, load_study
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1280px;color:#222}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.88rem}td,th{border:1px solid #ccc;padding:.25rem .5rem}
+th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.82rem}img{max-width:100%;display:block;margin:.5rem 0}
+.muted{color:#777}.bad{color:#b00}.good{color:#070}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return escape(str(value))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_fmt(c)}</td>' if isinstance(c, (int, float)) else f"<td>{_fmt(c)}</td>" for c in row
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class _Images:
+    """Keeps each PNG both inline (data URI) and as a file next to index.html."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.count = 0
+
+    def tag(self, png: bytes, name: str, alt: str) -> str:
+        self.count += 1
+        filename = f"{self.count:02d}-{name}.png"
+        (self.folder / filename).write_bytes(png)
+        data = base64.b64encode(png).decode()
+        return f'<img alt="{escape(alt)}" data-file="{filename}" src="data:image/png;base64,{data}">'
+
+
+def _bounds(constraints: list[str]) -> dict[str, float]:
+    out = {}
+    for text in constraints:
+        parts = text.split()
+        if len(parts) == 3 and parts[1] == "<=":
+            out[parts[0]] = float(parts[2])
+    return out
+
+
+def _rq1(group: GroupResult, results: list[MetricEffects], images: _Images) -> str:
+    if not results:
+        return f"<h3>{escape(group.dataset)} × {escape(group.model)}</h3><p class=muted>Too few finished trials.</p>"
+    params = sorted({p for r in results for p in r.importance})
+    rows = [
+        [
+            r.metric,
+            r.n_trials,
+            f"{r.spread_rel:.0%}",
+            *[r.importance.get(p, float("nan")) for p in params],
+            r.ranking[0] if r.ranking and r.spread_rel > 0 else "—",
+        ]
+        for r in results
+    ]
+    headers = ["metric", "trials", "range / median", *[f"importance of {p}" for p in params], "most important"]
+    table = _table(headers, rows)
+    grid = images.tag(
+        plots.effects_grid(
+            results, f"{group.dataset} × {group.model}: metric vs hyperparameter (median, interquartile range)"
+        ),
+        f"effects-{group.dataset}-{group.model}",
+        f"effects {group.dataset} {group.model}",
+    )
+    return f"<h3>{escape(group.dataset)} × {escape(group.model)}</h3>{table}{grid}"
+
+
+def _rq2(out: Path) -> str:
+    path = out / "savings.json"
+    if not path.is_file():
+        return (
+            "<p class=muted>No savings comparison for this study yet: run <code>perftune savings SPEC</code> to "
+            "compare it with the full search.</p>"
+        )
+    savings = json.loads(path.read_text())
+    rows = []
+    for g in savings["groups"]:
+        rows.append(
+            [
+                g["dataset"],
+                g["model"],
+                g["trials"],
+                g["stopped"],
+                g["cpu_s_full"],
+                g["cpu_s_policy"],
+                g["wall_s_full"],
+                g["wall_s_policy"],
+                g["savings_factor"],
+                "yes" if g["same_best"] else "no",
+                "" if g["regret"] is None else g["regret"],
+                "" if g["regret_rel"] is None else g["regret_rel"],
+                g["false_stops"],
+            ]
+        )
+    totals = savings["totals"]
+    return (
+        f"<p>Policy <b>{escape(savings['policy'])}</b> against the full search in "
+        f"<code>{escape(savings['full_run'])}</code>: {totals['savings_factor']:.2f}× less CPU overall, zero regret "
+        f"in {totals['zero_regret_groups']} of {len(savings['groups'])} groups, {totals['false_stops']} false stops."
+        "</p>"
+        + _table(
+            [
+                "dataset",
+                "model",
+                "trials",
+                "stopped",
+                "CPU-s full",
+                "CPU-s policy",
+                "wall-s full",
+                "wall-s policy",
+                "savings ×",
+                "same best",
+                "regret",
+                "regret (rel.)",
+                "false stops",
+            ],
+            rows,
+        )
+    )
+
+
+def build_report(out: Path | str, evaluator: str = "fanova") -> Path:
+    """Write ``<out>/report/index.html`` (and its PNGs) for the study in ``out``; return the page's path."""
+    out = Path(out)
+    study = load_study(out)
+    histories = load_histories(out)
+    folder = out / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    images = _Images(folder)
+    effects = {f"{g.dataset}/{g.model}": analyze(g.trials, evaluator=evaluator) for g in study.groups}
+    _record_effects(study, effects)
+    page = _page(study, out, histories, effects, images)
+    index = folder / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def _page(
+    study: StudyResult, out: Path, histories: dict[str, Any], effects: dict[str, list[MetricEffects]], images: _Images
+) -> str:
+    compute = study.compute()
+    spec_path = out / "spec.yaml"
+    spec_text = spec_path.read_text() if spec_path.is_file() else "(spec not kept in this study folder)"
+    cards = [g.dataset_card for g in study.groups]
+    unique_cards = list({c.get("name"): c for c in cards if c}.values())
+    best_rows = []
+    for g in study.groups:
+        best = g.best
+        metric = g.objectives[0].metric
+        best_rows.append(
+            [
+                g.dataset,
+                g.model,
+                len(g.trials),
+                g.counts()["feasible"],
+                f"{metric} = {_fmt(best.metrics[metric])}" if best else "no feasible trial",
+                json.dumps(best.params) if best else "",
+                best.trial_id if best else "",
+                (best.mlflow_run_id or "") if best else "",
+            ]
+        )
+    bounds = _bounds(study.constraints)
+    curves = "".join(
+        images.tag(
+            plots.learning_curves(g, histories, bounds),
+            f"curves-{g.dataset}-{g.model}",
+            f"learning curves {g.dataset} {g.model}",
+        )
+        for g in study.groups
+    )
+    fronts = "".join(
+        images.tag(plots.pareto(g), f"pareto-{g.dataset}-{g.model}", f"pareto {g.dataset} {g.model}")
+        for g in study.groups
+    )
+    rq1 = "".join(_rq1(g, effects[f"{g.dataset}/{g.model}"], images) for g in study.groups)
+    skipped = "".join(
+        f"<li>{escape(s['dataset'])} × {escape(s['model'])}: {escape(s['reason'])}</li>" for s in study.skipped
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>perftune report: {escape(study.name)}</title>
+<style>{CSS}</style></head><body>
+<h1>perftune report: {escape(study.name)}</h1>
+<section id="summary"><p class=muted>started {escape(study.started_at)} · policy {escape(study.policy)} ·
+constraints {escape(", ".join(study.constraints) or "none")} · MLflow {escape(str(study.tracking.get("uri", "")))}
+(study run {escape(str(study.tracking.get("parent_run_id", "")))})</p>
+{
+        _table(
+            ["trials", "CPU-s spent", "trial-s spent", "wall-s", "CPU-s saved (est.)", "full search CPU-s (est.)"],
+            [
+                [
+                    len(study.trials),
+                    compute["cpu_s"],
+                    compute["trial_s"],
+                    compute["wall_s"],
+                    compute["saved_cpu_s_est"],
+                    compute["counterfactual_cpu_s"],
+                ]
+            ],
+        )
+    }
+{f"<p>Skipped:</p><ul>{skipped}</ul>" if skipped else ""}</section>
+<section id="best"><h2>Best feasible trial per dataset × model</h2>
+{_table(["dataset", "model", "trials", "feasible", "objective", "params", "trial", "MLflow run"], best_rows)}</section>
+<section id="datasets"><h2>Datasets</h2>
+{
+        _table(
+            ["name", "source", "task", "rows", "features", "target", "fingerprint (sha256)"],
+            [
+                [
+                    c.get("name"),
+                    c.get("source"),
+                    c.get("task"),
+                    c.get("rows"),
+                    c.get("features"),
+                    c.get("target"),
+                    c.get("fingerprint"),
+                ]
+                for c in unique_cards
+            ],
+        )
+    }</section>
+<section id="rq1"><h2>RQ1 · How do hyperparameters affect system performance?</h2>
+<p class=muted>Importance: Optuna's evaluator over finished trials (shares sum to 1, so read them with the
+metric's range: a share of a metric that barely varies means little). Effects: the metric's median
+and interquartile range at each value, over all other hyperparameters. Cumulative and end-of-trial metrics use
+completed trials only.</p>{rq1}</section>
+<section id="curves"><h2>Learning curves</h2><p class=muted>One line per trial; × marks where a trial was stopped;
+dashed lines are budgets.</p>{curves}</section>
+<section id="pareto"><h2>Pareto fronts</h2>{fronts}</section>
+<section id="rq2"><h2>RQ2 · How much compute does early stopping save, at what cost?</h2>{_rq2(out)}</section>
+<section id="spec"><h2>Spec</h2><pre>{escape(spec_text)}</pre></section>
+</body></html>
+"""
+
+
+def _record_effects(study: StudyResult, effects: dict[str, list[MetricEffects]]) -> None:
+    """RQ1 numbers to effects.json, summary.json and MLflow."""
+    from perftune.track.mlflow_tracker import log_study_analysis
+
+    payload = {key: [asdict(r) for r in results] for key, results in effects.items()}
+    (study.out_dir / "effects.json").write_text(json.dumps(payload, indent=2, default=str))
+    summary_path = study.out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["effects"] = {key: {r.metric: r.importance for r in results} for key, results in effects.items()}
+    summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    metrics = {
+        f"rq1.{key.replace('/', '.')}.{r.metric}.{param}": share
+        for key, results in effects.items()
+        for r in results
+        for param, share in r.importance.items()
+    }
+    log_study_analysis(study.tracking, metrics, {"effects.json": payload})
