@@ -189,17 +189,9 @@ def compare_tables(comparison: dict[str, Any]) -> list[Table]:
     ):
         head.add_row(key, _fmt(a[key]), _fmt(b[key]))
     groups = Table(title="per dataset × model (A | B)", title_justify="left")
-    for column in (
-        "dataset",
-        "model",
-        "trials",
-        "feasible",
-        "stopped",
-        "CPU-s",
-        "best",
-        "best params A",
-        "best params B",
-    ):
+    groups.add_column("dataset", no_wrap=True)
+    groups.add_column("model", no_wrap=True)
+    for column in ("trials", "feasible", "stopped", "CPU-s", "best", "best params A", "best params B"):
         groups.add_column(column, overflow="fold")
 
     def pair(row: dict[str, Any], key: str) -> str:

@@ -1,0 +1,86 @@
+"""RQ2 end to end: the full search and the policy run, compared; finished runs are reused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from perftune.analysis.savings import run_savings
+from perftune.spec import load_spec
+
+STUDY = """
+name: sav
+datasets: [529_pollen]
+models: [sgd_linear]
+search:
+  space:
+    batch_size: [2, 16, 128]
+    learning_rate: [0.001, 0.01]
+    epochs: 10
+objectives: [rmse]
+constraints: ['train_time_s <= 0.4']
+early_stopping: {policy: projected}
+"""
+
+
+def test_savings_runs_both_studies_then_reuses_them(ray_session, write_spec, tmp_path, monkeypatch):
+    spec = load_spec(write_spec(STUDY))
+    report = run_savings(spec, out=tmp_path / "runs" / "sav")
+    (group,) = report.groups
+    assert group.trials == 6 and group.matched == 6
+    assert group.stopped >= 2  # batch size 2 takes ~10 000 steps: projected far over 0.4 s
+    assert group.cpu_s_policy <= group.cpu_s_full and group.savings_factor > 1
+    assert group.regret is not None and group.regret >= 0
+    assert 0 <= group.false_stops <= group.stopped
+    summary = json.loads((tmp_path / "runs" / "sav" / "summary.json").read_text())
+    assert summary["savings"]["groups"][0]["savings_factor"] == pytest.approx(group.savings_factor)
+    assert (tmp_path / "runs" / "sav-full" / "summary.json").is_file()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a matching finished run exists and must be reused")
+
+    monkeypatch.setattr("perftune.tuning.engine.run_study", must_not_run)
+    again = run_savings(spec, out=tmp_path / "runs" / "sav")
+    assert again.groups[0].cpu_s_full == pytest.approx(group.cpu_s_full)
+
+    # the CLI on the same runs: report and compare
+    report_cli = subprocess.run(
+        [sys.executable, "-m", "perftune", "report", str(tmp_path / "runs" / "sav")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report_cli.returncode == 0, report_cli.stderr
+    page = (tmp_path / "runs" / "sav" / "report" / "index.html").read_text()
+    assert "RQ2" in page and "false stops" in page and "No savings comparison" not in page
+    compare = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perftune",
+            "compare",
+            str(tmp_path / "runs" / "sav"),
+            str(tmp_path / "runs" / "sav-full"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert compare.returncode == 0 and "529_pollen" in compare.stdout and "none" in compare.stdout
+
+
+def test_savings_needs_a_policy_and_report_needs_a_study(write_spec, tmp_path):
+    spec = write_spec(STUDY.replace("policy: projected", "policy: none"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "perftune", "savings", str(spec)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "stops nothing" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "perftune", "report", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "holds no finished study" in proc.stderr
