@@ -221,12 +221,26 @@ class ConstraintSpec(_Model):
         return f"{self.metric} {self.op} {self.bound:g}"
 
 
+class PredictorSpec(_Model):
+    """A learned predictor of final metric values, fitted on a finished study of the same search."""
+
+    train_on: str = Field(description="output folder of a finished study (e.g. the full run of `perftune savings`)")
+    observations: int = Field(default=2, ge=1, description="windows a trial must report before it is predicted")
+
+
 class EarlyStoppingSpec(_Model):
     """Budget-driven early stopping (see DESIGN.md "Budgets and early stopping")."""
 
-    policy: Literal["none", "violation", "projected"] = "projected"
+    policy: Literal["none", "violation", "projected", "predicted"] = "projected"
     min_observations: int = Field(default=2, ge=1, description="reports before `projected` may stop a trial")
     slack: float = Field(default=0.0, ge=0.0, description="`projected` stops when projection > bound × (1 + slack)")
+    predictor: PredictorSpec | None = Field(default=None, description="needed by policy `predicted`")
+
+    @model_validator(mode="after")
+    def _predicted_needs_a_predictor(self) -> EarlyStoppingSpec:
+        if self.policy == "predicted" and self.predictor is None:
+            raise ValueError("policy 'predicted' needs predictor: {train_on: <folder of a finished study>}")
+        return self
 
 
 class SchedulerSpec(_Model):

@@ -84,3 +84,23 @@ def test_savings_needs_a_policy_and_report_needs_a_study(write_spec, tmp_path):
         [sys.executable, "-m", "perftune", "report", str(tmp_path)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2 and "holds no finished study" in proc.stderr
+
+
+def test_a_predictor_fitted_on_a_full_run_stops_trials_early(ray_session, write_spec, tmp_path):
+    import perftune
+
+    full = tmp_path / "full"
+    grid = STUDY.replace("[2, 16, 128]", "{powers_of_two: {from: 3, until: n_samples}}").replace(
+        "[0.001, 0.01]", "{powers_of_ten: {from: -4, to: -1}}"
+    )
+    perftune.tune(write_spec(grid.replace("policy: projected", "policy: none"), name="full"), out=full)
+    predicted = grid.replace("policy: projected}", f"policy: predicted, predictor: {{train_on: {full}}}}}").replace(
+        "'train_time_s <= 0.4'", "'rmse <= 1.6'"
+    )
+    result = perftune.tune(write_spec(predicted, name="predicted"), out=tmp_path / "predicted")
+    group = result.groups[0]
+    assert group.predictors["rmse"]["n_train"] >= 6 and group.predictors["rmse"]["cv_mae"] >= 0
+    stopped = [t for t in group.trials if t.status == "stopped_budget"]
+    assert stopped, "the predictor stopped no trial heading above rmse 1.6"
+    assert all(t.stop_reason["policy"] in ("predicted", "projected", "violation") for t in stopped)
+    assert any(t.stop_reason["policy"] == "predicted" and t.stop_reason["projected"] > 1.6 for t in stopped)

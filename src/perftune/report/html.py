@@ -97,6 +97,21 @@ def _rq1(group: GroupResult, results: list[MetricEffects], images: _Images) -> s
     return f"<h3>{escape(group.dataset)} × {escape(group.model)}</h3>{table}{grid}"
 
 
+def _predictors(study: StudyResult) -> str:
+    rows = [
+        [g.dataset, g.model, metric, e["n_train"], e["cv_mae"], e["cv_rel_error"]]
+        for g in study.groups
+        for metric, e in g.predictors.items()
+    ]
+    if not rows:
+        return ""
+    return (
+        "<h3>Learned predictor</h3><p class=muted>Cross-validated error of the final-value predictors used by "
+        "policy <code>predicted</code>, on the trials they were fitted on.</p>"
+        + _table(["dataset", "model", "metric", "trials fitted", "MAE", "relative error"], rows)
+    )
+
+
 def _rq2(out: Path) -> str:
     path = out / "savings.json"
     if not path.is_file():
@@ -261,7 +276,8 @@ completed trials only.</p>{rq1}</section>
 <section id="curves"><h2>Learning curves</h2><p class=muted>One line per trial; × marks where a trial was stopped;
 dashed lines are budgets.</p>{curves}</section>
 <section id="pareto"><h2>Pareto fronts</h2>{fronts}</section>
-<section id="rq2"><h2>RQ2 · How much compute does early stopping save, at what cost?</h2>{_rq2(out)}</section>
+<section id="rq2"><h2>RQ2 · How much compute does early stopping save, at what cost?</h2>{_rq2(out)}
+{_predictors(study)}</section>
 <section id="spec"><h2>Spec</h2><pre>{escape(spec_text)}</pre></section>
 </body></html>
 """

@@ -21,7 +21,7 @@ reason travels with the trial's final result.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from perftune.measure.metrics import get_metric
@@ -112,7 +112,7 @@ def project(metric: str, history: list[Window], total_steps: int) -> float | Non
 class BudgetPolicy(Protocol):
     name: ClassVar[str]
 
-    def check(self, history: list[Window], total_steps: int) -> StopReason | None:
+    def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         """Return why the trial must stop now, or None to go on."""
 
 
@@ -121,6 +121,7 @@ class _Policy:
     constraints: tuple[Constraint, ...] = ()
     min_observations: int = 2
     slack: float = 0.0
+    predictors: dict[str, Any] = field(default_factory=dict)  # metric → fitted predictor (policy "predicted")
 
     @property
     def stoppable(self) -> tuple[Constraint, ...]:
@@ -146,21 +147,21 @@ class _Policy:
 class NoPolicy(_Policy):
     name: ClassVar[str] = "none"
 
-    def check(self, history: list[Window], total_steps: int) -> StopReason | None:
+    def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         return None
 
 
 class ViolationPolicy(_Policy):
     name: ClassVar[str] = "violation"
 
-    def check(self, history: list[Window], total_steps: int) -> StopReason | None:
+    def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         return self._violation(history, total_steps)
 
 
 class ProjectedPolicy(_Policy):
     name: ClassVar[str] = "projected"
 
-    def check(self, history: list[Window], total_steps: int) -> StopReason | None:
+    def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         reason = self._violation(history, total_steps)
         if reason is not None or len(history) < self.min_observations:
             return reason
@@ -181,13 +182,51 @@ class ProjectedPolicy(_Policy):
         return None
 
 
-POLICIES: dict[str, type[_Policy]] = {p.name: p for p in (NoPolicy, ViolationPolicy, ProjectedPolicy)}
+class PredictedPolicy(ProjectedPolicy):
+    """``projected`` plus learned predictors: a trial whose *predicted* final value of a constrained metric
+    breaks the constraint is stopped (this also covers ML constraints such as ``accuracy >= 0.7``)."""
+
+    name: ClassVar[str] = "predicted"
+
+    def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
+        reason = super().check(history, total_steps, params)
+        if reason is not None:
+            return reason
+        for c in self.constraints:
+            predictor = self.predictors.get(c.metric)
+            if predictor is None:
+                continue
+            predicted = predictor.predict(params or {}, history, total_steps)
+            if predicted is None:
+                continue
+            margin = abs(c.bound) * self.slack
+            broken = predicted > c.bound + margin if c.op == "<=" else predicted < c.bound - margin
+            if broken:
+                value = observed(c.metric, history)
+                return StopReason(
+                    self.name,
+                    str(c),
+                    c.metric,
+                    c.bound,
+                    float(value if value is not None else 0.0),
+                    predicted,
+                    int(history[-1]["steps"]),
+                    total_steps,
+                )
+        return None
+
+
+POLICIES: dict[str, type[_Policy]] = {p.name: p for p in (NoPolicy, ViolationPolicy, ProjectedPolicy, PredictedPolicy)}
 
 
 def make_policy(
-    name: str, constraints: tuple[Constraint, ...], min_observations: int = 2, slack: float = 0.0
+    name: str,
+    constraints: tuple[Constraint, ...],
+    min_observations: int = 2,
+    slack: float = 0.0,
+    predictors: dict[str, Any] | None = None,
 ) -> _Policy:
-    return POLICIES[name](constraints, min_observations, slack)
+    return POLICIES[name](constraints, min_observations, slack, predictors or {})
 
 
 def estimate_saved(history: list[Window], total_steps: int) -> dict[str, float]:

@@ -335,6 +335,34 @@ def _finished_groups(out: Path, dataset: str, models: list[str], state: StudySta
     return [_read_marker(m) for m in markers]
 
 
+def _fit_predictors(spec: Spec, dataset: str, model: str, constraints: tuple[Any, ...]) -> dict[str, Any]:
+    """Learned predictors of the constrained metrics, fitted on the same group of a finished study."""
+    from perftune.measure.metrics import get_metric
+    from perftune.tuning.predictor import fit_predictor
+    from perftune.tuning.results import load_histories, load_study
+
+    config = spec.early_stopping.predictor
+    assert config is not None
+    source = Path(config.train_on)
+    reference = load_study(source)
+    group = next((g for g in reference.groups if (g.dataset, g.model) == (dataset, model)), None)
+    if group is None:
+        raise SpecError(f"early_stopping.predictor.train_on: {source} has no {dataset} × {model} trials to learn from")
+    histories = load_histories(source)
+    predictors: dict[str, Any] = {}
+    for constraint in constraints:
+        metric = get_metric(constraint.metric)
+        if constraint.metric in predictors or metric is None or metric.phase != "window":
+            continue  # end-of-trial metrics have no early windows to predict from
+        try:
+            predictors[constraint.metric] = fit_predictor(
+                group.trials, histories, constraint.metric, config.observations, spec.seed
+            )
+        except ValueError as exc:
+            raise SpecError(f"early_stopping.predictor: {dataset} × {model}: {exc}") from None
+    return predictors
+
+
 def _run_one_group(
     plan: StudyPlan,
     dataset: Dataset,
@@ -358,12 +386,17 @@ def _run_one_group(
         space = resolve_space(spec.search.space, prepared.n_train_fold)
     except ValueError as exc:
         raise SpecError(f"search.space for dataset {dataset.name!r}: {exc}") from None
+    predictors = _fit_predictors(spec, dataset.name, model, constraints) if spec.early_stopping.predictor else {}
     settings = TrialSettings(
         family=plan.families[model],
         seed=spec.seed,
         eval_every=spec.evaluation.eval_every,
         policy=make_policy(
-            spec.early_stopping.policy, constraints, spec.early_stopping.min_observations, spec.early_stopping.slack
+            spec.early_stopping.policy,
+            constraints,
+            spec.early_stopping.min_observations,
+            spec.early_stopping.slack,
+            predictors,
         ),
         latency_rows=spec.evaluation.latency_rows,
         report_interval_s=spec.execution.report_interval_s,
@@ -389,7 +422,14 @@ def _run_one_group(
     for record in records:
         judge(record, constraints)
     group = GroupResult(
-        dataset.name, model, dataset.task, objectives, records, dataset.card(), wall_s=time.time() - started
+        dataset.name,
+        model,
+        dataset.task,
+        objectives,
+        records,
+        dataset.card(),
+        wall_s=time.time() - started,
+        predictors={metric: predictor.error() for metric, predictor in predictors.items()},
     )
     marker.parent.mkdir(parents=True, exist_ok=True)
     history_path = marker.with_suffix(".history.json")

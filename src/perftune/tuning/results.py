@@ -111,6 +111,7 @@ class GroupResult:
     trials: list[TrialRecord]
     dataset_card: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
+    predictors: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → cross-validated error
 
     @property
     def feasible(self) -> list[TrialRecord]:
@@ -152,6 +153,7 @@ class GroupResult:
             "compute": compute_totals(self.trials),
             "dataset_card": self.dataset_card,
             "wall_s": self.wall_s,
+            "predictors": self.predictors,
         }
 
     @classmethod
@@ -164,6 +166,7 @@ class GroupResult:
             trials,
             raw.get("dataset_card", {}),
             raw.get("wall_s", 0.0),
+            raw.get("predictors", {}),
         )
 
 

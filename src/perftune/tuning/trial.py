@@ -99,7 +99,7 @@ def run_trial(config: dict[str, Any], data: PreparedData, settings: TrialSetting
             loss_sum, loss_n = 0.0, 0
             history.append(window)
             unreported.append(window)
-            stop = settings.policy.check(history, planned)
+            stop = settings.policy.check(history, planned, config)
             if stop is not None:
                 status = STOPPED_BUDGET
                 break
