@@ -21,7 +21,7 @@ from typing import Any
 
 from perftune.errors import UsageError
 from perftune.spec import Spec
-from perftune.tuning.results import GroupResult, StudyResult, TrialRecord, load_study
+from perftune.tuning.results import GroupResult, StudyResult, TrialRecord, add_to_summary, load_study
 from perftune.tuning.trial import STOPPED_BUDGET, STOPPED_EARLY
 
 
@@ -166,12 +166,15 @@ def full_search_spec(spec: Spec) -> Spec:
     return full
 
 
-def find_study(workspace: Path, fingerprint: str) -> Path | None:
-    """A finished study in the workspace whose spec fingerprint matches (newest first)."""
-    candidates = sorted((workspace / "runs").glob("*/summary.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+def find_study(folders: list[Path], fingerprint: str) -> Path | None:
+    """A finished study with this spec fingerprint: one of ``folders`` itself or a study inside it (newest
+    first)."""
+    candidates = [f / "summary.json" for f in folders]
+    for folder in folders:
+        candidates += sorted(folder.glob("*/summary.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for summary in candidates:
         try:
-            if json.loads(summary.read_text()).get("spec_fingerprint") == fingerprint:
+            if summary.is_file() and json.loads(summary.read_text()).get("spec_fingerprint") == fingerprint:
                 return summary.parent
         except (OSError, ValueError):
             continue
@@ -199,13 +202,7 @@ def run_savings(
         (full_search_spec(spec), policy_out.with_name(f"{policy_out.name}-full")),
         (spec, policy_out),
     ):
-        found = None if rerun else find_study(workspace, variant.fingerprint())
-        if found is None and not rerun and (target / "summary.json").is_file():
-            found = (
-                target
-                if json.loads((target / "summary.json").read_text()).get("spec_fingerprint") == variant.fingerprint()
-                else None
-            )
+        found = None if rerun else find_study([target, workspace / "runs"], variant.fingerprint())
         if found is not None:
             runs.append(load_study(found))
         else:
@@ -221,10 +218,7 @@ def record_savings(study: StudyResult, report: SavingsReport) -> None:
 
     payload = report.to_dict()
     (study.out_dir / "savings.json").write_text(json.dumps(payload, indent=2, default=str))
-    summary_path = study.out_dir / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    summary["savings"] = payload
-    summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    add_to_summary(study.out_dir, "savings", payload)
     metrics = {f"rq2.{k}": float(v) for k, v in report.totals().items()}
     for g in report.groups:
         prefix = f"rq2.{g.dataset}.{g.model}"

@@ -16,7 +16,8 @@ from typing import Any
 
 from perftune.analysis.effects import MetricEffects, analyze
 from perftune.report import plots
-from perftune.tuning.results import GroupResult, StudyResult, load_histories, load_study
+from perftune.spec import ConstraintSpec
+from perftune.tuning.results import GroupResult, StudyResult, add_to_summary, load_histories, load_study
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1280px;color:#222}
@@ -63,12 +64,9 @@ class _Images:
 
 
 def _bounds(constraints: list[str]) -> dict[str, float]:
-    out = {}
-    for text in constraints:
-        parts = text.split()
-        if len(parts) == 3 and parts[1] == "<=":
-            out[parts[0]] = float(parts[2])
-    return out
+    """Upper bounds per metric, drawn as budget lines (constraints are stored as 'metric <= bound')."""
+    parsed = [ConstraintSpec.model_validate(text) for text in constraints]
+    return {c.metric: c.bound for c in parsed if c.op == "<="}
 
 
 def _rq1(group: GroupResult, results: list[MetricEffects], images: _Images) -> str:
@@ -289,10 +287,9 @@ def _record_effects(study: StudyResult, effects: dict[str, list[MetricEffects]])
 
     payload = {key: [asdict(r) for r in results] for key, results in effects.items()}
     (study.out_dir / "effects.json").write_text(json.dumps(payload, indent=2, default=str))
-    summary_path = study.out_dir / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    summary["effects"] = {key: {r.metric: r.importance for r in results} for key, results in effects.items()}
-    summary_path.write_text(json.dumps(summary, indent=2, default=str))
+    add_to_summary(
+        study.out_dir, "effects", {key: {r.metric: r.importance for r in results} for key, results in effects.items()}
+    )
     metrics = {
         f"rq1.{key.replace('/', '.')}.{r.metric}.{param}": share
         for key, results in effects.items()

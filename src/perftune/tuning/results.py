@@ -217,10 +217,22 @@ class StudyResult:
     def write_summary(self, path: Path | None = None) -> Path:
         path = path or self.out_dir / "summary.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_summary(), indent=2, default=str))
-        tmp.replace(path)  # atomic: a reader never sees half a file
+        _write_json_atomic(path, self.to_summary())
         return path
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def add_to_summary(out: Path, section: str, payload: Any) -> None:
+    """Add (or replace) one section of a finished study's summary.json, e.g. ``effects`` or ``savings``."""
+    path = Path(out) / "summary.json"
+    summary = json.loads(path.read_text())
+    summary[section] = payload
+    _write_json_atomic(path, summary)
 
 
 _RECORD_FIELDS = (
