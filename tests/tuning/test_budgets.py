@@ -77,3 +77,15 @@ def test_violations_report_value_and_missing_metrics():
         "train_time_s <= 10 (got 12)",
         "latency_ms_p95 <= 1 (got missing)",
     ]
+
+
+def test_best_feasible_breaks_ties_on_the_primary_objective_by_the_next_one():
+    from perftune.tuning.results import GroupResult, Objective, TrialRecord, best_trial
+
+    objectives = [Objective("accuracy", "max"), Objective("train_time_s", "min")]
+    slow = TrialRecord("slow", "d", "m", {}, "completed", {"accuracy": 0.78, "train_time_s": 0.3}, feasible=True)
+    fast = TrialRecord("fast", "d", "m", {}, "completed", {"accuracy": 0.78, "train_time_s": 0.03}, feasible=True)
+    worse = TrialRecord("worse", "d", "m", {}, "completed", {"accuracy": 0.70, "train_time_s": 0.01}, feasible=True)
+    assert best_trial([slow, fast, worse], objectives).trial_id == "fast"
+    group = GroupResult("d", "m", "classification", objectives, [slow, worse, fast])
+    assert group.best.trial_id == "fast" and "fast" in {t.trial_id for t in group.pareto}

@@ -65,6 +65,24 @@ class TrialRecord:
         return out
 
 
+def best_trial(trials: list[TrialRecord], objectives: list[Objective]) -> TrialRecord | None:
+    """The trial that is best by the first objective, then the second, … (lexicographic order).
+
+    A trial missing the primary objective is never best; a missing later objective ranks last in that place.
+    """
+
+    def key(trial: TrialRecord) -> tuple[float, ...]:
+        return tuple(
+            (trial.metrics[o.metric] if o.mode == "min" else -trial.metrics[o.metric])
+            if o.metric in trial.metrics
+            else float("inf")
+            for o in objectives
+        )
+
+    candidates = [t for t in trials if objectives[0].metric in t.metrics]
+    return min(candidates, key=key) if candidates else None
+
+
 def judge(record: TrialRecord, constraints: tuple[Constraint, ...]) -> None:
     """Set feasibility: a completed trial whose final metrics meet every constraint."""
     record.violations = violations(constraints, record.metrics) if record.status == COMPLETED else []
@@ -119,14 +137,8 @@ class GroupResult:
 
     @property
     def best(self) -> TrialRecord | None:
-        """Best feasible trial by the primary objective."""
-        primary = self.objectives[0]
-        best = None
-        for trial in self.feasible:
-            value = trial.metrics.get(primary.metric)
-            if value is not None and (best is None or primary.better(value, best.metrics[primary.metric])):
-                best = trial
-        return best
+        """Best feasible trial by the primary objective (ties broken by the next objectives)."""
+        return best_trial(self.feasible, self.objectives)
 
     @property
     def pareto(self) -> list[TrialRecord]:

@@ -27,7 +27,7 @@ from perftune.errors import StudyInterrupted
 from perftune.measure.metrics import get_metric
 from perftune.track.mlflow_tracker import StudyTracker
 from perftune.tuning.budgets import Constraint, estimate_saved
-from perftune.tuning.results import Objective, TrialRecord, judge
+from perftune.tuning.results import Objective, TrialRecord, best_trial, judge
 from perftune.tuning.search import SearchSetup
 from perftune.tuning.trial import FAILED, STOPPED_EARLY, TrialSettings, ray_trainable
 
@@ -193,14 +193,8 @@ class TrialCollector(Callback):
         self.records[trial_id] = record
         self.running.discard(trial_id)
         self.tracker.log_trial(record, history, self.started_at.get(trial_id, time.time()), self.run.extra_tags)
-        primary = self.run.objectives[0]
-        value = record.metrics.get(primary.metric)
-        if (
-            record.feasible
-            and value is not None
-            and (self.best is None or primary.better(value, self.best.metrics[primary.metric]))
-        ):
-            self.best = record
+        if record.feasible:
+            self.best = best_trial([t for t in (self.best, record) if t is not None], self.run.objectives)
         self._notify()
 
     def _notify(self) -> None:
