@@ -39,6 +39,9 @@ def test_savings_runs_both_studies_then_reuses_them(ray_session, write_spec, tmp
     summary = json.loads((tmp_path / "runs" / "sav" / "summary.json").read_text())
     assert summary["savings"]["groups"][0]["savings_factor"] == pytest.approx(group.savings_factor)
     assert (tmp_path / "runs" / "sav-full" / "summary.json").is_file()
+    # the full run records the spec it ran (policy none), not the policy run's
+    assert "policy: none" in (tmp_path / "runs" / "sav-full" / "spec.yaml").read_text()
+    assert "policy: projected" in (tmp_path / "runs" / "sav" / "spec.yaml").read_text()
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a matching finished run exists and must be reused")

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
+
 from perftune.data import Dataset, PreparedData, load_dataset, prepare
 from perftune.errors import ClusterUnavailableError, SpecError, StudyInterrupted, StudyStateError
 from perftune.spec import Spec, load_spec
@@ -255,8 +257,8 @@ def _start_tracking(
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     state.write(out)
-    spec_text = Path(spec_path).read_text() if spec_path else spec.model_dump_json(indent=2)
-    (out / "spec.yaml").write_text(spec_text)  # the report shows the spec the study ran
+    (out / "spec.yaml").write_text(_spec_text(spec, spec_path))  # the report shows the spec the study ran
+    spec_text = (out / "spec.yaml").read_text()
     tracker.log_spec(
         spec_text,
         {
@@ -271,6 +273,15 @@ def _start_tracking(
         },
     )
     return tracker, state
+
+
+def _spec_text(spec: Spec, spec_path: str | None) -> str:
+    """The spec as it ran: the file's text, or a dump when the spec was derived from the file (e.g. the full
+    search of `perftune savings`) or built in Python."""
+    if spec_path and Path(spec_path).is_file() and load_spec(spec_path).fingerprint() == spec.fingerprint():
+        return Path(spec_path).read_text()
+    header = f"# derived from {spec_path}\n" if spec_path else ""
+    return header + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
 
 
 def _run_datasets(
