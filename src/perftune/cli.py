@@ -177,6 +177,79 @@ def compare(
         console.print(table)
 
 
+data_app = typer.Typer(no_args_is_help=True, help="The versioned ML data store in the workspace.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("ingest")
+def data_ingest(
+    path: Annotated[Path, typer.Argument(help="A CSV, TSV or Parquet file.")],
+    name: Annotated[str, typer.Option(help="Dataset name in the store (specs use store:NAME).")],
+    target: Annotated[str, typer.Option(help="The label column.")],
+    missing: Annotated[str, typer.Option(help="Rows with missing values: reject or drop_rows.")] = "reject",
+    duplicates: Annotated[str, typer.Option(help="Duplicate rows: drop, keep or reject.")] = "drop",
+    constant_columns: Annotated[str, typer.Option(help="Constant feature columns: drop or keep.")] = "drop",
+    non_numeric: Annotated[str, typer.Option(help="Non-numeric feature columns: reject or drop.")] = "reject",
+    workspace: Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")] = None,
+) -> None:
+    """Validate, clean and store a table as a content-addressed version (same content → same version)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from perftune.data import Locations
+    from perftune.data.store import CleaningRules, DataStore
+
+    try:
+        rules = TypeAdapter(CleaningRules).validate_python(
+            {
+                "missing": missing,
+                "duplicates": duplicates,
+                "constant_columns": constant_columns,
+                "non_numeric": non_numeric,
+            }
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        _fail(UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}"))
+    try:
+        stored = DataStore(Locations.default(workspace).workspace).ingest(path, name, target, rules)
+    except PerftuneError as exc:
+        _fail(exc)
+    report = stored.report
+    console.print(
+        f"{'unchanged' if stored.reused else 'stored'}: store:{stored.name}@{stored.version} "
+        f"({stored.rows} rows, {stored.features} features, {stored.task})"
+    )
+    console.print(
+        f"validation: {report['rows']} rows read; missing {report['missing'] or 'none'}; "
+        f"{report['duplicate_rows']} duplicate rows; constant columns {report['constant_columns'] or 'none'}; "
+        f"non-numeric {report['non_numeric_columns'] or 'none'}"
+    )
+    for action in report["actions"]:
+        console.print(f"  cleaned: {action}")
+
+
+@data_app.command("list")
+def data_list(
+    name: Annotated[str | None, typer.Argument(help="Only this dataset's versions.")] = None,
+    workspace: Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")] = None,
+) -> None:
+    """Versions in the data store."""
+    from perftune.data import Locations
+    from perftune.data.store import DataStore
+
+    store = DataStore(Locations.default(workspace).workspace)
+    table = Table(title=f"data store: {store.root}", title_justify="left")
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("version", no_wrap=True)
+    for column in ("created", "rows", "features", "task", "target", "source"):
+        table.add_column(column, overflow="fold")
+    for v in store.versions(name):
+        table.add_row(
+            f"store:{v.name}", v.version, v.created_at, str(v.rows), str(v.features), v.task, v.target, v.source
+        )
+    console.print(table)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

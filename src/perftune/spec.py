@@ -137,7 +137,7 @@ class DatasetSpec(_Model):
     """One dataset. A plain string ``"diabetes"`` means ``{name: diabetes}`` (PMLB)."""
 
     name: str = Field(min_length=1)
-    source: Literal["pmlb", "sklearn", "file"] | None = None
+    source: Literal["pmlb", "sklearn", "file", "store"] | None = None
     path: str | None = None
     target: str | None = None
     task: Task | None = None

@@ -146,3 +146,25 @@ def test_resuming_a_finished_study_reuses_its_groups_without_loading_data(
         (t.trial_id, t.status, t.mlflow_run_id) for t in first.trials
     ]
     assert again.tracking["parent_run_id"] == first.tracking["parent_run_id"]
+
+
+def test_a_study_on_a_versioned_store_dataset(ray_session, write_spec, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from perftune.data.store import DataStore
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x1": rng.normal(size=300), "x2": rng.normal(size=300)})
+    frame["y"] = (frame.x1 + 0.3 * rng.normal(size=300) > 0).astype(int)
+    frame.to_csv(tmp_path / "claims.csv", index=False)
+    stored = DataStore(tmp_path / "ws").ingest(tmp_path / "claims.csv", "claims", "y")
+    spec = write_spec(
+        BUDGET_STUDY.replace("[diabetes]", "['store:claims']").replace(
+            "{powers_of_two: {from: 1, until: n_samples}}", "[16, 64]"
+        )
+    )
+    result = perftune.tune(spec, out=tmp_path / "out")
+    group = result.groups[0]
+    assert group.dataset_card["fingerprint"] == stored.fingerprint and group.dataset_card["rows"] == 300
+    assert group.best is not None and group.best.metrics["accuracy"] > 0.8

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from perftune.data.dataset import Dataset, dataset_from_frame
-from perftune.data.sources import DEFAULT_SOURCE, DatasetInfo, data_dir, list_datasets, read_table
+from perftune.data.sources import DEFAULT_SOURCE, DatasetInfo, Locations, data_dir, list_datasets, read_table
 from perftune.data.split import Fold, PreparedData, prepare
 from perftune.spec import DatasetSpec
 
 
-def load_dataset(spec: DatasetSpec, *, seed: int = 0, root: Path | None = None) -> Dataset:
+def load_dataset(spec: DatasetSpec, *, seed: int = 0, where: Locations | None = None) -> Dataset:
     """Read, validate and fingerprint one dataset named in a spec."""
-    raw = read_table(spec, root)
+    raw = read_table(spec, where)
     return dataset_from_frame(
         raw.frame,
         name=spec.name,
@@ -29,6 +27,7 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "Fold",
+    "Locations",
     "PreparedData",
     "data_dir",
     "list_datasets",

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from perftune.data.sources import DatasetInfo, RawTable, register_source
+from perftune.data.sources import DatasetInfo, Locations, RawTable, register_source
 from perftune.errors import DatasetError
 from perftune.spec import DatasetSpec
 
@@ -25,11 +25,25 @@ def _reader(path: Path):  # type: ignore[no-untyped-def]
     return next((read for suffix, read in _READERS.items() if name.endswith(suffix)), None)
 
 
+def read_file(path: Path, name: str) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet file; a missing, unknown or corrupt file is a DatasetError."""
+    if not path.is_file():
+        raise DatasetError(f"dataset {name!r}: file {path} does not exist")
+    reader = _reader(path)
+    if reader is None:
+        raise DatasetError(f"dataset {name!r}: cannot read {path.name}; use a .csv, .tsv or .parquet file")
+    try:
+        return reader(path)
+    except Exception as exc:  # pandas/pyarrow raise many types for corrupt files
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatasetError(f"dataset {name!r}: {path} could not be read: {detail}") from None
+
+
 @register_source
 class FileSource:
     name: ClassVar[str] = "file"
 
-    def check(self, spec: DatasetSpec, root: Path) -> str | None:
+    def check(self, spec: DatasetSpec, where: Locations) -> str | None:
         path = Path(spec.path or "")
         if not path.is_file():
             raise DatasetError(f"dataset {spec.name!r}: file {path} does not exist")
@@ -39,19 +53,13 @@ class FileSource:
             raise DatasetError(f"dataset {spec.name!r}: a file dataset needs 'target' (the label column's name)")
         return spec.task
 
-    def read(self, spec: DatasetSpec, root: Path) -> RawTable:
-        self.check(spec, root)
+    def read(self, spec: DatasetSpec, where: Locations) -> RawTable:
+        self.check(spec, where)
         path = Path(spec.path or "")
-        reader = _reader(path)
-        assert reader is not None
-        try:
-            frame = reader(path)
-        except Exception as exc:  # pandas/pyarrow raise many types for corrupt files
-            raise DatasetError(
-                f"dataset {spec.name!r}: {path} could not be read as {path.suffix}: "
-                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            ) from None
-        return RawTable(frame=frame, target=spec.target, location=str(path.resolve()), task=spec.task)
+        assert spec.target is not None
+        return RawTable(
+            frame=read_file(path, spec.name), target=spec.target, location=str(path.resolve()), task=spec.task
+        )
 
-    def list(self, root: Path, everything: bool = False) -> list[DatasetInfo]:
+    def list(self, where: Locations, everything: bool = False) -> list[DatasetInfo]:
         return []  # files are named in specs, not discovered

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pmlb
 
-from perftune.data.sources import DatasetInfo, RawTable, register_source
+from perftune.data.sources import DatasetInfo, Locations, RawTable, register_source
 from perftune.errors import DatasetError, DataUnavailableError
 from perftune.spec import DatasetSpec
 
@@ -43,8 +43,8 @@ def _summary(folder: Path) -> tuple[int | None, int | None]:
 class PMLBSource:
     name: ClassVar[str] = "pmlb"
 
-    def check(self, spec: DatasetSpec, root: Path) -> str | None:
-        name, cache = spec.name, root / "pmlb"
+    def check(self, spec: DatasetSpec, where: Locations) -> str | None:
+        name, cache = spec.name, where.data_dir / "pmlb"
         if not (cache / name / f"{name}{_SUFFIX}").is_file() and name not in pmlb.dataset_names:
             close = difflib.get_close_matches(name, pmlb.dataset_names, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -53,10 +53,10 @@ class PMLBSource:
             raise DatasetError(f"unknown PMLB dataset {name!r}.{hint}{have} `perftune datasets --all` lists every name")
         return spec.task or _task_of(name)
 
-    def read(self, spec: DatasetSpec, root: Path) -> RawTable:
-        self.check(spec, root)
+    def read(self, spec: DatasetSpec, where: Locations) -> RawTable:
+        self.check(spec, where)
         name = spec.name
-        cache = root / "pmlb"
+        cache = where.data_dir / "pmlb"
         local = (cache / name / f"{name}{_SUFFIX}").absolute()
         if not local.is_file():
             try:
@@ -72,8 +72,8 @@ class PMLBSource:
             frame = pmlb.fetch_data(name, local_cache_dir=str(cache), dropna=False)
         return RawTable(frame=frame, target=spec.target or "target", location=str(local), task=_task_of(name))
 
-    def list(self, root: Path, everything: bool = False) -> list[DatasetInfo]:
-        cache = root / "pmlb"
+    def list(self, where: Locations, everything: bool = False) -> list[DatasetInfo]:
+        cache = where.data_dir / "pmlb"
         out = []
         for name in sorted(pmlb.dataset_names):
             folder = cache / name

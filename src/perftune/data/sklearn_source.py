@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
 from sklearn import datasets as skd
 
-from perftune.data.sources import DatasetInfo, RawTable, register_source
+from perftune.data.sources import DatasetInfo, Locations, RawTable, register_source
 from perftune.errors import DatasetError
 from perftune.spec import DatasetSpec
 
@@ -28,7 +27,7 @@ _BUILTIN: dict[str, tuple[Callable[..., object], str]] = {
 class SklearnSource:
     name: ClassVar[str] = "sklearn"
 
-    def check(self, spec: DatasetSpec, root: Path) -> str | None:
+    def check(self, spec: DatasetSpec, where: Locations) -> str | None:
         if spec.name not in _BUILTIN:
             close = difflib.get_close_matches(spec.name, _BUILTIN, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -37,15 +36,15 @@ class SklearnSource:
             )
         return spec.task or _BUILTIN[spec.name][1]
 
-    def read(self, spec: DatasetSpec, root: Path) -> RawTable:
-        self.check(spec, root)
+    def read(self, spec: DatasetSpec, where: Locations) -> RawTable:
+        self.check(spec, where)
         loader, task = _BUILTIN[spec.name]
         bunch = loader(as_frame=True)
         frame: pd.DataFrame = bunch.frame  # type: ignore[attr-defined]
         target = spec.target or ("target" if "target" in frame.columns else str(frame.columns[-1]))
         return RawTable(frame=frame, target=target, location=f"sklearn.datasets.load_{spec.name}", task=task)
 
-    def list(self, root: Path, everything: bool = False) -> list[DatasetInfo]:
+    def list(self, where: Locations, everything: bool = False) -> list[DatasetInfo]:
         out = []
         for name, (loader, task) in sorted(_BUILTIN.items()):
             bunch = loader()

@@ -30,6 +30,19 @@ def data_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class Locations:
+    """Where sources look: the download cache / offline copies, and the workspace (its versioned data store)."""
+
+    data_dir: Path
+    workspace: Path
+
+    @classmethod
+    def default(cls, workspace: Path | str | None = None) -> Locations:
+        chosen = workspace or os.environ.get("PERFTUNE_WORKSPACE") or "perftune-workspace"
+        return cls(data_dir(), Path(chosen))
+
+
+@dataclass(frozen=True)
 class DatasetInfo:
     """One row of ``perftune datasets``."""
 
@@ -55,13 +68,13 @@ class RawTable:
 class Source(Protocol):
     name: ClassVar[str]
 
-    def check(self, spec: DatasetSpec, root: Path) -> str | None:
+    def check(self, spec: DatasetSpec, where: Locations) -> str | None:
         """Cheaply check that the dataset exists (raise DatasetError if not); return its task if known."""
 
-    def read(self, spec: DatasetSpec, root: Path) -> RawTable:
+    def read(self, spec: DatasetSpec, where: Locations) -> RawTable:
         """Read the dataset's table; raise DatasetError (unknown name) or DataUnavailableError."""
 
-    def list(self, root: Path, everything: bool = False) -> list[DatasetInfo]:
+    def list(self, where: Locations, everything: bool = False) -> list[DatasetInfo]:
         """What this source can load (``everything``: also what would be downloaded)."""
 
 
@@ -74,7 +87,7 @@ def register_source(cls: type[Source]) -> type[Source]:
 
 
 def get_source(name: str) -> Source:
-    from perftune.data import file_source, pmlb_source, sklearn_source  # noqa: F401  (registration)
+    from perftune.data import file_source, pmlb_source, sklearn_source, store  # noqa: F401  (registration)
 
     try:
         return _SOURCES[name]()
@@ -83,17 +96,17 @@ def get_source(name: str) -> Source:
 
 
 def source_names() -> list[str]:
-    from perftune.data import file_source, pmlb_source, sklearn_source  # noqa: F401
+    from perftune.data import file_source, pmlb_source, sklearn_source, store  # noqa: F401
 
     return sorted(_SOURCES)
 
 
-def read_table(spec: DatasetSpec, root: Path | None = None) -> RawTable:
+def read_table(spec: DatasetSpec, where: Locations | None = None) -> RawTable:
     """Read the raw table for a spec entry (no validation yet)."""
     source = get_source(spec.source or DEFAULT_SOURCE)
-    return source.read(spec, root or data_dir())
+    return source.read(spec, where or Locations.default())
 
 
-def list_datasets(everything: bool = False, root: Path | None = None) -> list[DatasetInfo]:
-    root = root or data_dir()
-    return [info for name in source_names() for info in get_source(name).list(root, everything)]
+def list_datasets(everything: bool = False, where: Locations | None = None) -> list[DatasetInfo]:
+    where = where or Locations.default()
+    return [info for name in source_names() for info in get_source(name).list(where, everything)]

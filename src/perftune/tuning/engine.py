@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from perftune.data import Dataset, PreparedData, load_dataset, prepare
+from perftune.data import Dataset, Locations, PreparedData, load_dataset, prepare
 from perftune.errors import ClusterUnavailableError, SpecError, StudyInterrupted, StudyStateError
 from perftune.spec import Spec, load_spec
 from perftune.track.lineage import lineage_tags
@@ -300,7 +300,7 @@ def _run_datasets(
                     progress.group_finished(group)
                 groups.extend(finished)
                 continue
-            dataset = load_dataset(dataset_spec, seed=spec.seed)
+            dataset = load_dataset(dataset_spec, seed=spec.seed, where=Locations.default(spec.workspace_path()))
             check_task(spec, dataset.task, dataset.name)
             tracker.log_dataset(dataset)
             prepared: PreparedData | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from perftune.data.sources import DEFAULT_SOURCE, data_dir, get_source
+from perftune.data.sources import DEFAULT_SOURCE, Locations, get_source
 from perftune.errors import DatasetError, SpecError
 from perftune.measure.metrics import get_metric, metric_names
 from perftune.models.base import Trainer, get_family, validate_params
@@ -127,10 +127,10 @@ def check_space(spec: Spec, families: dict[str, type[Trainer]]) -> None:
                     raise SpecError(f"search.space.{name}: {exc}") from None
 
 
-def check_dataset(spec: DatasetSpec, index: int) -> str | None:
+def check_dataset(spec: DatasetSpec, index: int, where: Locations) -> str | None:
     """Fail early on an unknown dataset name or a missing file; return the task when known."""
     try:
-        return get_source(spec.source or DEFAULT_SOURCE).check(spec, data_dir())
+        return get_source(spec.source or DEFAULT_SOURCE).check(spec, where)
     except DatasetError as exc:
         raise DatasetError(f"datasets[{index}]: {exc}") from None
 
@@ -146,7 +146,7 @@ def make_plan(spec: Spec) -> StudyPlan:
     check_metrics(spec)
     check_space(spec, families)
     for i, dataset in enumerate(spec.datasets):
-        task = check_dataset(dataset, i)
+        task = check_dataset(dataset, i, Locations.default(spec.workspace_path()))
         if task is not None:
             check_task(spec, task, dataset.name)
     return StudyPlan(spec=spec, families=families)
