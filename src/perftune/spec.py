@@ -318,6 +318,9 @@ class TrackingSpec(_Model):
 
     uri: str | None = Field(default=None, description="default: sqlite:///<workspace>/mlflow.db")
     experiment: str = "perftune"
+    artifact_location: str | None = Field(
+        default=None, description="for new experiments; default <workspace>/artifacts with a database store"
+    )
 
 
 class Spec(_Model):
@@ -351,6 +354,14 @@ class Spec(_Model):
         if self.tracking.uri:
             return self.tracking.uri
         return f"sqlite:///{self.workspace_path().resolve() / 'mlflow.db'}"
+
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps artifacts: the workspace, unless a tracking server decides."""
+        if self.tracking.artifact_location:
+            return self.tracking.artifact_location
+        if self.tracking_uri().startswith(("http://", "https://", "databricks")):
+            return None  # the server's own default artifact store
+        return (self.workspace_path().resolve() / "artifacts").as_uri()
 
     def fingerprint(self) -> str:
         """sha256 of everything that decides the study's results (not where it runs or is logged)."""

@@ -97,6 +97,12 @@ def test_budget_study_stops_some_trials_and_tracks_everything(ray_session, write
     assert [m.step for m in history] == sorted(m.step for m in history) and len(history) >= 3
     assert summary["groups"][0]["best_feasible"]["trial_id"] == best.trial_id
     assert summary["compute"]["counterfactual_cpu_s"] > summary["compute"]["cpu_s"] > 0
+    # artifacts live in the workspace, not in ./mlruns of wherever perftune ran
+    experiment = client.get_experiment(result.tracking["experiment_id"])
+    assert experiment.artifact_location == (tmp_path / "ws" / "artifacts").resolve().as_uri()
+    artifacts = {a.path for a in client.list_artifacts(result.tracking["parent_run_id"])}
+    assert {"spec.yaml", "summary.json"} <= artifacts
+    assert list((tmp_path / "ws" / "artifacts").rglob("summary.json"))
 
 
 class FlakyLogistic(SGDLogistic):

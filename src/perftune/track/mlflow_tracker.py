@@ -44,14 +44,22 @@ class StudyTracker:
     """Logs a study to MLflow. Use as a context manager; :meth:`close` waits for pending writes."""
 
     def __init__(
-        self, tracking_uri: str, experiment: str, study: str, tags: dict[str, str], parent_run_id: str | None = None
+        self,
+        tracking_uri: str,
+        experiment: str,
+        study: str,
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+        artifact_location: str | None = None,
     ) -> None:
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = (
+            found.experiment_id if found else self.client.create_experiment(experiment, artifact_location)
+        )
         self.tags = tags
         if parent_run_id is not None:
             self.parent_run_id = parent_run_id

@@ -245,7 +245,12 @@ def _start_tracking(
     tags = lineage_tags(spec.fingerprint(), spec_path, spec.seed)
     experiment = state.experiment if state else spec.tracking.experiment
     tracker = StudyTracker(
-        tracking_uri, experiment, spec.name or "study", tags, parent_run_id=state.parent_run_id if state else None
+        tracking_uri,
+        experiment,
+        spec.name or "study",
+        tags,
+        parent_run_id=state.parent_run_id if state else None,
+        artifact_location=spec.artifact_location(),
     )
     if state is not None:
         return tracker, state
