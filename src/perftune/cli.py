@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from perftune import __version__
@@ -175,6 +176,36 @@ def compare(
         _fail(exc)
     for table in compare_tables(comparison):
         console.print(table)
+
+
+@app.command()
+def register(
+    run: Annotated[Path, typer.Argument(help="A finished study's output folder.")],
+    name: Annotated[str, typer.Option(help="Registered model name.")],
+    dataset: Annotated[str | None, typer.Option(help="The dataset whose best feasible trial to register.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model family.")] = None,
+    trial: Annotated[str | None, typer.Option(help="Register this trial instead of the best feasible one.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Register even if the gate fails (tagged gate=failed).")
+    ] = False,
+) -> None:
+    """Refit the best feasible trial, test it on held-out data, gate it, and register it as `challenger`."""
+    from perftune.registry.register import register as register_trial
+
+    try:
+        result = register_trial(run, name, dataset=dataset, model=model, trial_id=trial, force=force)
+    except PerftuneError as exc:
+        _fail(exc)
+    for check in result.gate:
+        console.print(("[green]✓[/] " if check.passed else "[red]✗[/] ") + check.message())
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in result.test_metrics.items())
+    console.print(
+        escape(
+            f"registered {result.name} version {result.version} (alias challenger) from trial "
+            f"{result.trial.trial_id} [{result.trial.model} {result.trial.params}]"
+        )
+    )
+    console.print(f"held-out test: {shown}")
 
 
 data_app = typer.Typer(no_args_is_help=True, help="The versioned ML data store in the workspace.")

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from perftune.errors import SpecError
 
@@ -116,6 +124,18 @@ def parse_domain(raw: Any) -> Domain:
             raise ValueError(f"loguniform needs low > 0, got {low:g}")
         return Range(low, high, log=kind == "loguniform", integer=kind == "randint")
     raise ValueError(f"unknown form {kind!r}; use {_DOMAIN_FORMS}")
+
+
+def domain_to_spec(domain: Domain) -> Any:
+    """The spec syntax of a domain (the inverse of :func:`parse_domain`)."""
+    if isinstance(domain, Values):
+        return domain.values[0] if len(domain.values) == 1 else list(domain.values)
+    if isinstance(domain, PowersOfTwo):
+        return {"powers_of_two": {"from": domain.start_exp, "until": domain.until}}
+    if isinstance(domain, PowersOfTen):
+        return {"powers_of_ten": {"from": domain.start_exp, "to": domain.end_exp}}
+    kind = "randint" if domain.integer else "loguniform" if domain.log else "uniform"
+    return {kind: [domain.low, domain.high]}
 
 
 def _int(value: Any, what: str) -> int:
@@ -279,6 +299,10 @@ class SearchSpec(_Model):
                 raise ValueError(f"{name}: {exc}") from None
         return parsed
 
+    @field_serializer("space")
+    def _space_as_spec(self, space: dict[str, Domain]) -> dict[str, Any]:
+        return {name: domain_to_spec(domain) for name, domain in space.items()}
+
     @model_validator(mode="after")
     def _grid_is_discrete(self) -> SearchSpec:
         if self.algorithm == "grid":
@@ -333,6 +357,9 @@ class Spec(_Model):
     search: SearchSpec
     objectives: list[ObjectiveSpec] = Field(min_length=1)
     constraints: list[ConstraintSpec] = Field(default_factory=list)
+    gate: list[ConstraintSpec] = Field(
+        default_factory=list, description="thresholds a model must pass on held-out test data to be registered"
+    )
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
@@ -365,8 +392,7 @@ class Spec(_Model):
 
     def fingerprint(self) -> str:
         """sha256 of everything that decides the study's results (not where it runs or is logged)."""
-        payload = self.model_dump(mode="json", exclude={"name", "execution", "tracking", "workspace"})
-        payload["search"]["space"] = {k: repr(v) for k, v in self.search.space.items()}
+        payload = self.model_dump(mode="json", exclude={"name", "execution", "tracking", "workspace", "gate"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -53,7 +53,13 @@ def total_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | None
     return min(steps, max_steps) if max_steps else steps
 
 
-def run_trial(config: dict[str, Any], data: PreparedData, settings: TrialSettings, report: Report) -> dict[str, Any]:
+def run_trial(
+    config: dict[str, Any],
+    data: PreparedData,
+    settings: TrialSettings,
+    report: Report,
+    on_finish: Callable[[list[Trainer]], None] | None = None,
+) -> dict[str, Any]:
     """Train one configuration; ``report`` batches of windows as it goes and return the final result.
 
     Every report and the final result hold ``windows``: the windows since the previous report. The final
@@ -131,6 +137,8 @@ def run_trial(config: dict[str, Any], data: PreparedData, settings: TrialSetting
         final.update(estimate_saved(history, planned))
     if error is not None:
         final["error"] = error
+    if on_finish is not None:
+        on_finish(trainers)  # e.g. the registry keeps the fitted model
     return final
 
 

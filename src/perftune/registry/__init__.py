@@ -1,0 +1,1 @@
+"""Model registry: register (refit, test, gate), versions with lineage, aliases."""

@@ -1,0 +1,236 @@
+"""Register the best feasible trial of a study as an MLflow model version.
+
+The chosen configuration is refitted on the whole training part (the 70 % the study tuned on) with the same
+seed, evaluated on the held-out test part the study never saw, and measured again as it will be served: a
+scikit-learn pipeline (the training part's standardization + the model) predicting raw rows. The gate decides;
+a passing model becomes a version of the registered model with lineage tags and the ``challenger`` alias.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perftune.data import Locations, load_dataset
+from perftune.data.split import Fold, PreparedData, holdout_split, standardize
+from perftune.errors import PerftuneError, UsageError
+from perftune.measure.inference import measure_inference
+from perftune.measure.probe import unique_memory_mb
+from perftune.models.base import get_family
+from perftune.registry.gate import GateCheck, run_gate
+from perftune.spec import Spec, parse_spec
+from perftune.track.lineage import environment_tags, git_state
+from perftune.tuning.results import StudyResult, TrialRecord, best_trial, load_study
+from perftune.tuning.trial import TrialSettings, run_trial
+
+CHALLENGER = "challenger"
+
+
+class GateFailed(PerftuneError):
+    """The model did not pass the gate; nothing was registered."""
+
+
+@dataclass
+class Registered:
+    """What ``register`` did."""
+
+    name: str
+    version: str | None
+    trial: TrialRecord
+    test_metrics: dict[str, float]
+    gate: list[GateCheck]
+    run_id: str
+    lineage: dict[str, str]
+
+    @property
+    def gate_passed(self) -> bool:
+        return all(check.passed for check in self.gate)
+
+
+def choose_trial(study: StudyResult, dataset: str | None, model: str | None, trial_id: str | None) -> TrialRecord:
+    """The trial to register: ``trial_id``, or the best feasible one of the chosen dataset (and model)."""
+    if trial_id:
+        match = [t for t in study.trials if t.trial_id == trial_id]
+        if not match:
+            raise UsageError(f"{study.out_dir} has no trial {trial_id!r}")
+        return match[0]
+    groups = [g for g in study.groups if (dataset in (None, g.dataset)) and (model in (None, g.model))]
+    datasets = sorted({g.dataset for g in groups})
+    if not groups:
+        raise UsageError(
+            f"{study.out_dir} has no trials for dataset={dataset} model={model}; groups: "
+            + ", ".join(f"{g.dataset} × {g.model}" for g in study.groups)
+        )
+    if len(datasets) > 1:
+        raise UsageError(
+            f"{study.out_dir} tuned {len(datasets)} datasets ({', '.join(datasets)}); choose one with "
+            "--dataset (and optionally --model), or a trial with --trial"
+        )
+    best = best_trial([t for g in groups for t in g.feasible], groups[0].objectives)
+    if best is None:
+        raise UsageError(
+            f"no feasible trial for {datasets[0]}"
+            f"{' × ' + model if model else ''} in {study.out_dir}; relax the budgets or pick --trial"
+        )
+    return best
+
+
+def study_spec(out: Path) -> Spec:
+    path = out / "spec.yaml"
+    if not path.is_file():
+        raise UsageError(f"{out} does not keep the spec it ran (spec.yaml); re-run the study with this perftune")
+    return parse_spec(path.read_text(), origin=str(path))
+
+
+def refit(spec: Spec, trial: TrialRecord) -> tuple[Any, dict[str, float], pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """Refit ``trial``'s configuration on the whole training part; measure it on the test part.
+
+    Returns the serving pipeline, the test metrics (ML + system), the test features (raw), predictions, and
+    the dataset's lineage.
+    """
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    entry = next(d for d in spec.datasets if d.name == trial.dataset)
+    dataset = load_dataset(entry, seed=spec.seed, where=Locations.default(spec.workspace_path()))
+    train, test = holdout_split(dataset, spec.evaluation.test_fraction, spec.seed)
+    X_train, X_test = standardize(dataset.X[train], dataset.X[test])
+    prepared = PreparedData(
+        dataset.name,
+        dataset.task,
+        dataset.classes,
+        dataset.n_features,
+        [Fold(X_train, dataset.y[train], X_test, dataset.y[test])],
+        train,
+        test,
+    )
+    fitted: list[Any] = []
+    settings = TrialSettings(
+        family=get_family(trial.model),
+        seed=spec.seed,
+        eval_every=spec.evaluation.eval_every,
+        latency_rows=spec.evaluation.latency_rows,
+        throughput_batch=spec.evaluation.throughput_batch,
+    )
+    result = run_trial(trial.params, prepared, settings, report=lambda window: None, on_finish=fitted.extend)
+    if result["trial_status"] != "completed":
+        raise PerftuneError(f"refitting trial {trial.trial_id} did not complete: {result.get('error', result)}")
+    # fitted on named columns: the served pipeline knows (and checks) its feature names
+    scaler = StandardScaler().fit(pd.DataFrame(dataset.X[train], columns=dataset.feature_names))
+    pipeline = Pipeline([("standardize", scaler), ("model", fitted[0].estimator)])
+    frame = pd.DataFrame(dataset.X[test], columns=dataset.feature_names)
+    import pickle
+
+    before = unique_memory_mb(_process())
+    predictions = pipeline.predict(frame)
+    peak = max(before, unique_memory_mb(_process()))
+    metrics = {
+        k: float(v)
+        for k, v in result.items()
+        if k in ("val_loss", "accuracy", "rmse", "train_time_s", "cpu_s", "memory_mb_peak", "steps")
+    }
+    metrics = {("test_loss" if k == "val_loss" else k): v for k, v in metrics.items()}
+    metrics.update(
+        measure_inference(
+            lambda X: pipeline.predict(pd.DataFrame(X, columns=dataset.feature_names)),
+            lambda: pickle.dumps(pipeline),
+            dataset.X[test],
+            latency_rows=spec.evaluation.latency_rows,
+            throughput_batch=spec.evaluation.throughput_batch,
+        )
+    )
+    metrics["predict_memory_mb"] = peak
+    lineage = {
+        "perftune.dataset": dataset.name,
+        "perftune.dataset.source": dataset.source,
+        "perftune.dataset.location": dataset.location,
+        "perftune.dataset.fingerprint": dataset.fingerprint,
+        "perftune.split_seed": str(spec.seed),
+        "perftune.split.test_fraction": str(spec.evaluation.test_fraction),
+        "perftune.spec_hash": spec.fingerprint(),
+        "perftune.params": json.dumps(trial.params, sort_keys=True),
+        "perftune.model_family": trial.model,
+    }
+    return pipeline, metrics, frame, predictions, lineage
+
+
+def _process() -> Any:
+    import psutil
+
+    return psutil.Process()
+
+
+def register(
+    out: Path | str,
+    name: str,
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    trial_id: str | None = None,
+    force: bool = False,
+) -> Registered:
+    """Refit, test, gate and register the best feasible trial of the study in ``out``.
+
+    Raises GateFailed (nothing registered) when a gate threshold fails, unless ``force`` (then the version is
+    tagged ``gate=failed``).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    out = Path(out)
+    study = load_study(out)
+    spec = study_spec(out)
+    trial = choose_trial(study, dataset, model, trial_id)
+    pipeline, metrics, frame, predictions, lineage = refit(spec, trial)
+    checks = run_gate(spec.gate, metrics)
+    passed = all(c.passed for c in checks)
+    lineage.update(
+        {
+            "perftune.study": study.name,
+            "perftune.study_run_id": str(study.tracking.get("parent_run_id", "")),
+            "perftune.trial_id": trial.trial_id,
+            "perftune.trial_run_id": trial.mlflow_run_id or "",
+            "perftune.gate": "passed" if passed else "failed",
+            **environment_tags(),
+            **git_state(out.resolve()),
+        }
+    )
+    if not passed and not force:
+        raise GateFailed(
+            "gate failed, nothing registered: "
+            + "; ".join(c.message() for c in checks if not c.passed)
+            + " (use --force to register anyway, tagged gate=failed)"
+        )
+    uri = study.tracking["uri"]
+    client = MlflowClient(tracking_uri=uri)
+    mlflow.set_tracking_uri(uri)
+    run = client.create_run(
+        study.tracking["experiment_id"], run_name=f"register-{name}", tags={**lineage, "perftune.kind": "register"}
+    )
+    run_id = run.info.run_id
+    client.log_batch(
+        run_id,
+        metrics=[
+            mlflow.entities.Metric(f"test.{k}", v, int(time.time() * 1000), 0)
+            for k, v in metrics.items()
+            if np.isfinite(v)
+        ],
+    )
+    client.log_dict(run_id, [c.__dict__ for c in checks], "gate.json")
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            pipeline, name="model", signature=infer_signature(frame, predictions), input_example=frame.iloc[:2]
+        )
+    client.set_terminated(run_id)
+    version = mlflow.register_model(
+        info.model_uri, name, tags={**lineage, **{f"test.{k}": f"{v:.6g}" for k, v in metrics.items()}}
+    )
+    client.set_registered_model_alias(name, CHALLENGER, str(version.version))
+    return Registered(name, str(version.version), trial, metrics, checks, run_id, lineage)
