@@ -127,20 +127,25 @@ class _Policy:
     def stoppable(self) -> tuple[Constraint, ...]:
         return tuple(c for c in self.constraints if c.can_stop_early)
 
+    def _stop(self, c: Constraint, history: list[Window], total_steps: int, expected: float | None) -> StopReason:
+        """Why this policy stops the trial on ``c``: what was observed, what was projected or predicted."""
+        value = observed(c.metric, history)
+        return StopReason(
+            self.name,  # type: ignore[attr-defined]
+            str(c),
+            c.metric,
+            c.bound,
+            float(value if value is not None else 0.0),
+            expected,
+            int(history[-1]["steps"]),
+            total_steps,
+        )
+
     def _violation(self, history: list[Window], total_steps: int) -> StopReason | None:
         for c in self.stoppable:
             value = observed(c.metric, history)
             if value is not None and not c.satisfied(value):
-                return StopReason(
-                    self.name,
-                    str(c),
-                    c.metric,
-                    c.bound,
-                    value,  # type: ignore[attr-defined]
-                    project(c.metric, history, total_steps),
-                    int(history[-1]["steps"]),
-                    total_steps,
-                )
+                return self._stop(c, history, total_steps, project(c.metric, history, total_steps))
         return None
 
 
@@ -168,17 +173,7 @@ class ProjectedPolicy(_Policy):
         for c in self.stoppable:
             projected = project(c.metric, history, total_steps)
             if projected is not None and projected > c.bound * (1.0 + self.slack):
-                value = observed(c.metric, history)
-                return StopReason(
-                    self.name,
-                    str(c),
-                    c.metric,
-                    c.bound,
-                    float(value or 0.0),
-                    projected,
-                    int(history[-1]["steps"]),
-                    total_steps,
-                )
+                return self._stop(c, history, total_steps, projected)
         return None
 
 
@@ -202,17 +197,7 @@ class PredictedPolicy(ProjectedPolicy):
             margin = abs(c.bound) * self.slack
             broken = predicted > c.bound + margin if c.op == "<=" else predicted < c.bound - margin
             if broken:
-                value = observed(c.metric, history)
-                return StopReason(
-                    self.name,
-                    str(c),
-                    c.metric,
-                    c.bound,
-                    float(value if value is not None else 0.0),
-                    predicted,
-                    int(history[-1]["steps"]),
-                    total_steps,
-                )
+                return self._stop(c, history, total_steps, predicted)
         return None
 
 
