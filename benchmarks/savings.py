@@ -22,7 +22,10 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from rich.console import Console
+
 from perftune.analysis.savings import SavingsReport, run_savings
+from perftune.console import savings_table
 from perftune.spec import load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,27 +55,11 @@ evaluation: {cv_folds: 1, eval_every: 100}
 
 
 def print_report(title: str, report: SavingsReport) -> None:
-    print(f"\n{title}: policy {report.policy} vs full search")
-    header = (
-        f"{'dataset':<12} {'model':<13} {'trials':>6} {'stopped':>7} {'CPU-s full':>10} {'CPU-s policy':>12} "
-        f"{'savings':>8} {'same best':>9} {'regret':>8} {'regret %':>8} {'false stops':>11}"
-    )
-    print(header)
-    print("-" * len(header))
-    hits = 0
-    for g in report.groups:
-        regret = "" if g.regret is None else f"{g.regret:.4f}"
-        rel = "" if g.regret_rel is None else f"{100 * g.regret_rel:.2f}"
-        print(
-            f"{g.dataset:<12} {g.model:<13} {g.trials:>6} {g.stopped:>7} {g.cpu_s_full:>10.2f} {g.cpu_s_policy:>12.2f} "
-            f"{g.savings_factor:>7.2f}x {'yes' if g.same_best else 'no':>9} {regret:>8} {rel:>8} {g.false_stops:>11}"
-        )
-        hits += g.savings_factor >= 3 and g.regret == 0
-    totals = report.totals()
-    print(
-        f"overall: {totals['savings_factor']:.2f}x less CPU; groups with savings >= 3x and zero regret: "
-        f"{hits} of {len(report.groups)}; false stops: {totals['false_stops']}"
-    )
+    """The RQ2 table as `perftune savings` prints it, plus the count the target is read from."""
+    print(f"\n{title}")
+    Console(width=200).print(savings_table(report))
+    hits = sum(g.savings_factor >= 3 and g.regret == 0 for g in report.groups)
+    print(f"groups with savings >= 3x and zero regret: {hits} of {len(report.groups)}")
 
 
 def main() -> None:

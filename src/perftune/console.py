@@ -130,42 +130,15 @@ def compute_line(result: StudyResult) -> str:
 
 def savings_table(report: Any) -> Table:
     """RQ2 per dataset × model."""
-    table = Table(title=f"RQ2: policy {report.policy} vs full search", title_justify="left")
-    for column in (
-        "dataset",
-        "model",
-        "trials",
-        "stopped",
-        "CPU-s full",
-        "CPU-s policy",
-        "savings ×",
-        "wall ×",
-        "same best",
-        "regret",
-        "regret rel.",
-        "false stops",
-    ):
-        table.add_column(column, justify="right" if column not in ("dataset", "model", "same best") else "left")
-    for g in report.groups:
-        table.add_row(
-            g.dataset,
-            g.model,
-            str(g.trials),
-            str(g.stopped),
-            _fmt(g.cpu_s_full),
-            _fmt(g.cpu_s_policy),
-            f"{g.savings_factor:.2f}",
-            f"{g.wall_savings_factor:.2f}",
-            "yes" if g.same_best else "no",
-            "" if g.regret is None else _fmt(g.regret),
-            "" if g.regret_rel is None else f"{g.regret_rel:.2%}",
-            str(g.false_stops),
-        )
-    totals = report.totals()
-    table.caption = (
-        f"overall {totals['savings_factor']:.2f}× less CPU; zero regret in {totals['zero_regret_groups']} "
-        f"of {len(report.groups)} groups; {totals['false_stops']} false stops"
-    )
+    from perftune.analysis.savings import COLUMNS
+
+    table = Table(title=f"RQ2: policy {report.policy} vs full search", title_justify="left", caption=report.headline())
+    table.add_column(COLUMNS[0], no_wrap=True)
+    table.add_column(COLUMNS[1], no_wrap=True)
+    for column in COLUMNS[2:]:
+        table.add_column(column, justify="right")
+    for group in report.groups:
+        table.add_row(*[_fmt(cell) for cell in group.row()])
     return table
 
 

@@ -15,7 +15,7 @@ Two runs of the same search space are compared group by group (dataset × model)
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,48 @@ class GroupSavings:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "savings_factor": self.savings_factor, "wall_savings_factor": self.wall_savings_factor}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GroupSavings:
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+
+    def row(self) -> list[Any]:
+        """This group's cells of the RQ2 table (:data:`COLUMNS`); "" where there is no value."""
+        return [
+            self.dataset,
+            self.model,
+            self.trials,
+            self.stopped,
+            self.cpu_s_full,
+            self.cpu_s_policy,
+            self.wall_s_full,
+            self.wall_s_policy,
+            self.savings_factor,
+            self.wall_savings_factor,
+            "yes" if self.same_best else "no",
+            "" if self.regret is None else self.regret,
+            "" if self.regret_rel is None else self.regret_rel,
+            self.false_stops,
+        ]
+
+
+# The RQ2 table, one definition for the console, the report and the benchmark.
+COLUMNS = (
+    "dataset",
+    "model",
+    "trials",
+    "stopped",
+    "CPU-s full",
+    "CPU-s policy",
+    "wall-s full",
+    "wall-s policy",
+    "savings ×",
+    "wall ×",
+    "same best",
+    "regret",
+    "regret (rel.)",
+    "false stops",
+)
 
 
 def _best(group: GroupResult) -> dict[str, Any] | None:
@@ -136,6 +178,20 @@ class SavingsReport:
             "zero_regret_groups": sum(g.regret == 0 for g in self.groups),
             "false_stops": sum(g.false_stops for g in self.groups),
         }
+
+    def headline(self) -> str:
+        totals = self.totals()
+        return (
+            f"{totals['savings_factor']:.2f}× less CPU overall; zero regret in {totals['zero_regret_groups']} "
+            f"of {len(self.groups)} groups; {totals['false_stops']} false stops"
+        )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SavingsReport:
+        """Read back :meth:`to_dict` (``savings.json``)."""
+        return cls(
+            raw["full_run"], raw["policy_run"], raw["policy"], [GroupSavings.from_dict(g) for g in raw["groups"]]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perftune.analysis.effects import MetricEffects, analyze
+from perftune.analysis.savings import COLUMNS, SavingsReport
 from perftune.report import plots
 from perftune.spec import ConstraintSpec
 from perftune.tuning.results import GroupResult, StudyResult, add_to_summary, load_histories, load_study
@@ -117,50 +118,10 @@ def _rq2(out: Path) -> str:
             "<p class=muted>No savings comparison for this study yet: run <code>perftune savings SPEC</code> to "
             "compare it with the full search.</p>"
         )
-    savings = json.loads(path.read_text())
-    rows = []
-    for g in savings["groups"]:
-        rows.append(
-            [
-                g["dataset"],
-                g["model"],
-                g["trials"],
-                g["stopped"],
-                g["cpu_s_full"],
-                g["cpu_s_policy"],
-                g["wall_s_full"],
-                g["wall_s_policy"],
-                g["savings_factor"],
-                "yes" if g["same_best"] else "no",
-                "" if g["regret"] is None else g["regret"],
-                "" if g["regret_rel"] is None else g["regret_rel"],
-                g["false_stops"],
-            ]
-        )
-    totals = savings["totals"]
+    report = SavingsReport.from_dict(json.loads(path.read_text()))
     return (
-        f"<p>Policy <b>{escape(savings['policy'])}</b> against the full search in "
-        f"<code>{escape(savings['full_run'])}</code>: {totals['savings_factor']:.2f}× less CPU overall, zero regret "
-        f"in {totals['zero_regret_groups']} of {len(savings['groups'])} groups, {totals['false_stops']} false stops."
-        "</p>"
-        + _table(
-            [
-                "dataset",
-                "model",
-                "trials",
-                "stopped",
-                "CPU-s full",
-                "CPU-s policy",
-                "wall-s full",
-                "wall-s policy",
-                "savings ×",
-                "same best",
-                "regret",
-                "regret (rel.)",
-                "false stops",
-            ],
-            rows,
-        )
+        f"<p>Policy <b>{escape(report.policy)}</b> against the full search in <code>{escape(report.full_run)}</code>: "
+        f"{escape(report.headline())}.</p>" + _table(list(COLUMNS), [g.row() for g in report.groups])
     )
 
 
