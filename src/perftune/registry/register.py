@@ -9,6 +9,7 @@ a passing model becomes a version of the registered model with lineage tags and 
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from perftune.data import Locations, load_dataset
 from perftune.data.split import Fold, PreparedData, holdout_split, standardize
 from perftune.errors import PerftuneError, UsageError
 from perftune.measure.inference import measure_inference
-from perftune.measure.probe import unique_memory_mb
+from perftune.measure.probe import Probe
 from perftune.models.base import get_family
 from perftune.registry.gate import GateCheck, run_gate
 from perftune.spec import Spec, parse_spec
@@ -125,11 +126,9 @@ def refit(spec: Spec, trial: TrialRecord) -> tuple[Any, dict[str, float], pd.Dat
     scaler = StandardScaler().fit(pd.DataFrame(dataset.X[train], columns=dataset.feature_names))
     pipeline = Pipeline([("standardize", scaler), ("model", fitted[0].estimator)])
     frame = pd.DataFrame(dataset.X[test], columns=dataset.feature_names)
-    import pickle
-
-    before = unique_memory_mb(_process())
+    probe = Probe()  # the peak of RSS − shared across one batch predict
     predictions = pipeline.predict(frame)
-    peak = max(before, unique_memory_mb(_process()))
+    peak = probe.sample().memory_mb_peak
     metrics = {
         k: float(v)
         for k, v in result.items()
@@ -158,12 +157,6 @@ def refit(spec: Spec, trial: TrialRecord) -> tuple[Any, dict[str, float], pd.Dat
         "perftune.model_family": trial.model,
     }
     return pipeline, metrics, frame, predictions, lineage
-
-
-def _process() -> Any:
-    import psutil
-
-    return psutil.Process()
 
 
 def register(

@@ -262,8 +262,8 @@ def _start_tracking(
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     state.write(out)
-    (out / "spec.yaml").write_text(_spec_text(spec, spec_path))  # the report shows the spec the study ran
-    spec_text = (out / "spec.yaml").read_text()
+    spec_text = _spec_text(spec, spec_path)
+    (out / "spec.yaml").write_text(spec_text)  # the report shows the spec the study ran
     tracker.log_spec(
         spec_text,
         {
