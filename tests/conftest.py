@@ -41,3 +41,34 @@ def write_spec(tmp_path: Path):
         return path
 
     return write
+
+
+POSTGRES = os.environ.get("PERFTUNE_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_uri():
+    """A fresh PostgreSQL database for this test run, dropped afterwards.
+
+    The server is part of the test environment (`.ci/run` starts it): when it is unreachable the tests that
+    need it fail, they do not skip.
+    """
+    import uuid
+
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES} is unreachable ({exc}); start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set PERFTUNE_TEST_POSTGRES"
+        )
+    database = f"perftune_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{database}"')
+    base = POSTGRES.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{database}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -35,6 +36,14 @@ def _fail(exc: BaseException) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _call(work: Callable[[], Any]) -> Any:
+    """Run library code; a PerftuneError becomes a one-line message and its exit code."""
+    try:
+        return work()
+    except PerftuneError as exc:
+        _fail(exc)
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"perftune {__version__}")
@@ -59,6 +68,10 @@ def tune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted study in --out.")] = False,
     address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster, e.g. ray://head:10001.")] = None,
     workspace: Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow store, e.g. postgresql://host:5432/db (default: the spec's, else SQLite)."),
+    ] = None,
 ) -> None:
     """Run a study: tune every dataset × model under the spec's objectives and budgets."""
     from perftune.console import LiveProgress, compute_line, result_table
@@ -69,6 +82,8 @@ def tune(
         loaded = load_spec(spec)
         if workspace is not None:
             loaded.workspace = str(workspace)
+        if tracking_uri is not None:
+            loaded.tracking.uri = tracking_uri
         with LiveProgress(console, loaded.name or spec.stem) as progress:
             result = run_study(loaded, out=out, resume=resume, address=address, progress=progress, spec_path=str(spec))
     except PerftuneError as exc:
@@ -170,12 +185,8 @@ def compare(
     from perftune.console import compare_tables
     from perftune.tuning.results import load_study
 
-    try:
-        comparison = side_by_side(load_study(run_a), load_study(run_b))
-    except PerftuneError as exc:
-        _fail(exc)
-    for table in compare_tables(comparison):
-        console.print(table)
+    comparison = _call(lambda: side_by_side(load_study(run_a), load_study(run_b)))
+    console.print(*compare_tables(comparison))
 
 
 @app.command()
@@ -188,16 +199,22 @@ def register(
     force: Annotated[
         bool, typer.Option("--force", help="Register even if the gate fails (tagged gate=failed).")
     ] = False,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="Register in this MLflow store (default: the study's).")
+    ] = None,
 ) -> None:
     """Refit the best feasible trial, test it on held-out data, gate it, and register it as `challenger`."""
     from perftune.registry.register import register as register_trial
 
     try:
-        result = register_trial(run, name, dataset=dataset, model=model, trial_id=trial, force=force)
+        result = register_trial(
+            run, name, dataset=dataset, model=model, trial_id=trial, force=force, tracking_uri=tracking_uri
+        )
     except PerftuneError as exc:
         _fail(exc)
     for check in result.gate:
-        console.print(("[green]✓[/] " if check.passed else "[red]✗[/] ") + check.message())
+        mark = "– " if not check.applies else "[green]✓[/] " if check.passed else "[red]✗[/] "
+        console.print(mark + check.message())
     shown = ", ".join(f"{k}={v:.4g}" for k, v in result.test_metrics.items())
     console.print(
         escape(
@@ -206,6 +223,160 @@ def register(
         )
     )
     console.print(f"held-out test: {shown}")
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow store (default sqlite:///<workspace>/mlflow.db), e.g. postgresql://host:5432/db.",
+    ),
+]
+Workspace = Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")]
+Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the audit log.")]
+
+
+def _registry(tracking_uri: str | None, workspace: Path | None):  # -> ModelRegistry
+    from perftune.data import Locations
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.track.uri import default_tracking_uri, normalize_tracking_uri
+
+    if tracking_uri:
+        return ModelRegistry(normalize_tracking_uri(tracking_uri))
+    root = Locations.default(workspace).workspace
+    if not (root / "mlflow.db").is_file():
+        raise UsageError(
+            f"no tracking store at {root / 'mlflow.db'}; run a study first (make demo), or pass --workspace "
+            "or --tracking-uri"
+        )
+    return ModelRegistry(default_tracking_uri(root))
+
+
+def _move(tracking_uri: str | None, workspace: Path | None, name: str, action: Callable[[Any], Any], note: str = ""):
+    """Run one alias move on the registry and print it (``name alias: vA → vB``)."""
+    entry = _call(lambda: action(_registry(tracking_uri, workspace)))
+    console.print(f"{name} {entry.move()}{note}")
+
+
+models_app = typer.Typer(help="Registered models: versions, aliases, key metrics; `show` one version.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models_list(ctx: typer.Context, tracking_uri: TrackingUri = None, workspace: Workspace = None) -> None:
+    """Registered models, their versions, aliases and the champion's held-out test metrics."""
+    from perftune.console import models_table
+
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        registry = _registry(tracking_uri, workspace)
+        console.print(models_table(registry.models(), registry.tracking_uri))
+    except PerftuneError as exc:
+        _fail(exc)
+
+
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """One version: aliases, status, gate results, test metrics (ML + system) and lineage."""
+    from perftune.console import version_tables
+
+    detail = _call(lambda: _registry(tracking_uri, workspace).show(name, version))
+    console.print(*version_tables(detail))
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="The version to make champion.")],
+    reason: Reason = "",
+    force: Annotated[bool, typer.Option("--force", help="Promote a version that failed its gate.")] = False,
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """Point the `champion` alias at VERSION (the previous champion is remembered for rollback)."""
+    _move(tracking_uri, workspace, name, lambda r: r.promote(name, version, reason=reason, force=force))
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Reason = "",
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """Point `champion` back at the previous champion."""
+    _move(tracking_uri, workspace, name, lambda r: r.rollback(name, reason=reason), " (rolled back)")
+
+
+@app.command()
+def archive(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="The version to retire.")],
+    reason: Reason = "",
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """Retire a version: kept with its lineage for audit, but it loses its aliases and cannot be promoted or served."""
+    _move(tracking_uri, workspace, name, lambda r: r.archive(name, version, reason=reason))
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """The audit log: every alias move of NAME with time, user, from → to and reason."""
+    from perftune.console import history_table
+
+    try:
+        entries = _registry(tracking_uri, workspace).history(name)
+    except PerftuneError as exc:
+        _fail(exc)
+    console.print(history_table(name, entries))
+
+
+@app.command()
+def reproduce(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    tracking_uri: TrackingUri = None,
+    workspace: Annotated[
+        Path | None, typer.Option(help="Read store: datasets from this workspace instead of the registered one.")
+    ] = None,
+) -> None:
+    """Refit a version from its lineage alone and compare its test metrics (exit 1 when they differ)."""
+    from perftune.console import reproduction_table
+    from perftune.registry.reproduce import reproduce as reproduce_version
+
+    try:
+        registry = _registry(tracking_uri, workspace)
+        rep = reproduce_version(registry, name, version, str(workspace.resolve()) if workspace else None)
+    except PerftuneError as exc:
+        _fail(exc)
+    console.print(reproduction_table(rep))
+    if rep.data_matches:
+        console.print(f"data: identical (sha256 {rep.fingerprint_now[:16]}…)")
+    else:
+        console.print(
+            f"[red]data changed[/]: registered sha256 {rep.fingerprint_registered[:16]}…, "
+            f"now {rep.fingerprint_now[:16]}…"
+        )
+    for key, (before, now) in rep.environment_changes.items():
+        console.print(f"environment: {key} was {before}, now {now}")
+    if rep.matches:
+        console.print(f"[green]reproduced[/]: {name} v{version} gives identical ML metrics and model size")
+    else:
+        console.print(f"[red]not reproduced[/]: {name} v{version} differs (see above)")
+        raise typer.Exit(1)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="The versioned ML data store in the workspace.")

@@ -187,3 +187,86 @@ def compare_tables(comparison: dict[str, Any]) -> list[Table]:
             _fmt(row["b"]["best_params"] or "—"),
         )
     return [head, groups]
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "—"
+
+
+def models_table(summaries: list[Any], tracking_uri: str) -> Table:
+    from perftune.registry.catalog import CHALLENGER, CHAMPION, KEY_METRICS
+
+    table = Table(title=f"registered models ({tracking_uri})", title_justify="left")
+    table.add_column("model", no_wrap=True)
+    for column in ("versions", CHAMPION, CHALLENGER, "previous", "latest"):
+        table.add_column(column, justify="right", no_wrap=True)
+    shown = [m for m in KEY_METRICS if any(m in s.metrics for s in summaries)]
+    for metric in shown:
+        table.add_column(metric, justify="right")
+    for s in summaries:
+        table.add_row(
+            s.name,
+            f"{s.versions}" + (f" ({s.archived} archived)" if s.archived else ""),
+            _v(s.aliases.get(CHAMPION)),
+            _v(s.aliases.get(CHALLENGER)),
+            _v(s.previous_champion),
+            _v(s.latest),
+            *(_fmt(s.metrics[m]) if m in s.metrics else "—" for m in shown),
+        )
+    return table
+
+
+def version_tables(detail: Any) -> list[Table]:
+    """``perftune models show``: metrics and gate, then lineage."""
+    from datetime import datetime, timezone
+
+    created = datetime.fromtimestamp(detail.created_at / 1000, timezone.utc).isoformat(timespec="seconds")
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold", no_wrap=True)
+    head.add_column(overflow="fold")
+    head.add_row("model", f"{detail.name} v{detail.version}")
+    head.add_row("aliases", ", ".join(detail.aliases) or "—")
+    head.add_row("status", detail.status)
+    head.add_row("created", created)
+    head.add_row("gate", detail.gate)
+    for check in detail.gate_checks:
+        mark = "–" if not check.get("applies", True) else "✓" if check.get("passed") else "✗"
+        measured = f"{check.get('metric')} = {_fmt(check.get('value'))}" if mark != "–" else "n/a for this task"
+        head.add_row("", f"{mark} {check.get('threshold')} ({measured})")
+    head.add_row("source", detail.source)
+    head.add_row("register run", detail.run_id or "—")
+    metrics = Table(title="held-out test metrics (ML and system)", title_justify="left")
+    metrics.add_column("metric", no_wrap=True)
+    metrics.add_column("value", justify="right")
+    for key, value in sorted(detail.metrics.items()):
+        metrics.add_row(key, _fmt(value))
+    lineage = Table(title="lineage", title_justify="left")
+    lineage.add_column("tag", no_wrap=True)
+    lineage.add_column("value", overflow="fold")
+    for key, value in detail.lineage.items():
+        lineage.add_row(key, value)
+    return [head, metrics, lineage]
+
+
+def history_table(name: str, entries: list[Any]) -> Table:
+    table = Table(title=f"audit log: {name}", title_justify="left")
+    for column in ("#", "time (UTC)", "user", "action", "move", "reason"):
+        table.add_column(column, no_wrap=column != "reason", overflow="fold")
+    for e in entries:
+        at = e.at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(str(e.id), at, e.user, e.action, e.move(), e.reason or "—")
+    return table
+
+
+def reproduction_table(rep: Any) -> Table:
+    table = Table(title=f"reproduce {rep.name} v{rep.version}", title_justify="left")
+    for column in ("metric", "registered", "reproduced", "ratio", "check"):
+        table.add_column(column, justify="left" if column in ("metric", "check") else "right", no_wrap=True)
+    for d in rep.diffs:
+        ratio = d.reproduced / d.registered if d.registered else float("nan")
+        check = ("[green]identical[/]" if d.matches else "[red]differs[/]") if d.deterministic else "measured"
+        table.add_row(d.metric, _fmt(d.registered), _fmt(d.reproduced), f"{ratio:.3g}", check)
+    return table

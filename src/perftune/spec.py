@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from perftune.errors import SpecError
+from perftune.track.uri import default_tracking_uri, normalize_tracking_uri
 
 Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
@@ -379,8 +380,8 @@ class Spec(_Model):
 
     def tracking_uri(self) -> str:
         if self.tracking.uri:
-            return self.tracking.uri
-        return f"sqlite:///{self.workspace_path().resolve() / 'mlflow.db'}"
+            return normalize_tracking_uri(self.tracking.uri)
+        return default_tracking_uri(self.workspace_path())
 
     def artifact_location(self) -> str | None:
         """Where a new experiment keeps artifacts: the workspace, unless a tracking server decides."""

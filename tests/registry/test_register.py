@@ -16,7 +16,7 @@ from perftune.spec import DatasetSpec
 STUDY = """
 name: reg
 datasets: [diabetes]
-models: [sgd_logistic, sgd_svm]
+models: [sgd_linear, sgd_logistic, sgd_svm]
 search:
   space:
     batch_size: [16, 64]
@@ -31,6 +31,8 @@ LINEAGE = (
     "perftune.dataset",
     "perftune.dataset.source",
     "perftune.dataset.fingerprint",
+    "perftune.dataset.location",
+    "perftune.dataset.rows",
     "perftune.split_seed",
     "perftune.split.test_fraction",
     "perftune.spec_hash",
@@ -41,6 +43,12 @@ LINEAGE = (
     "perftune.trial_id",
     "perftune.trial_run_id",
     "perftune.gate",
+    "perftune.gate.checks",
+    "perftune.refit",
+    "perftune.serialization",
+    "perftune.code.commit",
+    "perftune.code.dirty",
+    "perftune.pkg.perftune",
     "perftune.python",
     "perftune.pkg.scikit-learn",
     "perftune.pkg.mlflow",
@@ -129,3 +137,47 @@ def test_unknown_trials_and_ambiguous_choices_are_clear_errors(study, tmp_path):
     two = StudyResult("two", "f", [*loaded.groups, other], [], "projected", out)
     with pytest.raises(UsageError, match=r"tuned 2 datasets .*choose one with --dataset"):
         choose_trial(two, None, None, None)
+
+
+@pytest.mark.parametrize("family", ["sgd_linear", "sgd_logistic", "sgd_svm"])
+def test_reproduce_refits_from_lineage_alone_with_identical_metrics(study, family, tmp_path):
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.registry.reproduce import DETERMINISTIC, reproduce
+
+    out, _ = study
+    registered = register(out, f"repro-{family}", dataset="diabetes", model=family)
+    # the study folder is gone: reproduce needs nothing but the registry
+    moved = tmp_path / "elsewhere"
+    out.rename(moved)
+    try:
+        registry = ModelRegistry(perftune.tuning.results.load_study(moved).tracking["uri"])
+        rep = reproduce(registry, f"repro-{family}", registered.version)
+        registry.close()
+    finally:
+        moved.rename(out)
+    assert rep.data_matches and rep.matches
+    judged = {d.metric: d for d in rep.diffs if d.deterministic}
+    assert {"accuracy", "test_loss", "model_size_bytes"} <= set(judged) <= set(DETERMINISTIC)
+    assert all(d.registered == d.reproduced for d in judged.values())
+
+
+def test_reproduce_reports_a_difference_and_exits_1(study):
+    """A version whose lineage no longer gives its metrics (here: the recorded learning rate was altered)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from perftune.cli import app
+
+    out, _ = study
+    registered = register(out, "drift", dataset="diabetes", model="sgd_logistic")
+    uri = perftune.tuning.results.load_study(out).tracking["uri"]
+    client = MlflowClient(uri)
+    plan = json.loads(client.get_model_version("drift", registered.version).tags["perftune.refit"])
+    plan["params"]["learning_rate"] = plan["params"]["learning_rate"] * 10
+    client.set_model_version_tag("drift", registered.version, "perftune.refit", json.dumps(plan))
+    result = CliRunner().invoke(
+        app, ["reproduce", "drift", registered.version, "--tracking-uri", uri], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 1, result.output
+    assert "differs" in result.output and "not reproduced" in result.output

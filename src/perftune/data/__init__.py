@@ -20,6 +20,7 @@ def load_dataset(spec: DatasetSpec, *, seed: int = 0, where: Locations | None = 
         task=spec.task or raw.task,
         sample=spec.sample,
         seed=seed,
+        version=raw.version,
     )
 
 

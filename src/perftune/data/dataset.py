@@ -29,6 +29,7 @@ class Dataset:
     fingerprint: str
     classes: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    version: str | None = None  # the data store's version (store: datasets)
 
     @property
     def n_rows(self) -> int:
@@ -50,6 +51,8 @@ class Dataset:
             "target": self.target,
             "fingerprint": self.fingerprint,
         }
+        if self.version:
+            card["version"] = self.version
         if self.classes is not None:
             card["classes"] = len(self.classes)
         return card
@@ -89,6 +92,7 @@ def dataset_from_frame(
     task: str | None = None,
     sample: int | None = None,
     seed: int = 0,
+    version: str | None = None,
 ) -> Dataset:
     """Validate a raw table and turn it into a :class:`Dataset`.
 
@@ -149,6 +153,7 @@ def dataset_from_frame(
         fingerprint=fingerprint,
         classes=classes,
         notes=notes,
+        version=version,
     )
 
 

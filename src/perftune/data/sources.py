@@ -37,8 +37,11 @@ class Locations:
     workspace: Path
 
     @classmethod
-    def default(cls, workspace: Path | str | None = None) -> Locations:
+    def default(cls, workspace: Path | str | None = None, recorded_data_dir: str | None = None) -> Locations:
+        """$PERFTUNE_DATA_DIR if set, else the data dir a study recorded (refits), else the user's cache."""
         chosen = workspace or os.environ.get("PERFTUNE_WORKSPACE") or "perftune-workspace"
+        if recorded_data_dir and not os.environ.get("PERFTUNE_DATA_DIR"):
+            return cls(Path(recorded_data_dir), Path(chosen))
         return cls(data_dir(), Path(chosen))
 
 
@@ -63,6 +66,7 @@ class RawTable:
     target: str
     location: str
     task: str | None = None
+    version: str | None = None  # the ML data store's version, for store: datasets
 
 
 class Source(Protocol):

@@ -233,6 +233,7 @@ class StoreSource:
             target=spec.target or stored.target,
             location=f"{path} (store version {stored.version})",
             task=spec.task or stored.task,
+            version=stored.version,
         )
 
     def list(self, where: Locations, everything: bool = False) -> list[DatasetInfo]:

@@ -9,28 +9,29 @@ a passing model becomes a version of the registered model with lineage tags and 
 from __future__ import annotations
 
 import json
-import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import pandas as pd
 
 from perftune.data import Locations, load_dataset
+from perftune.data.dataset import Dataset
 from perftune.data.split import Fold, PreparedData, holdout_split, standardize
 from perftune.errors import PerftuneError, UsageError
 from perftune.measure.inference import measure_inference
 from perftune.measure.probe import Probe
 from perftune.models.base import get_family
+from perftune.registry.catalog import ModelRegistry
 from perftune.registry.gate import GateCheck, run_gate
-from perftune.spec import Spec, parse_spec
+from perftune.spec import DatasetSpec, EvaluationSpec, Spec, parse_spec
 from perftune.track.lineage import environment_tags, git_state
+from perftune.track.uri import normalize_tracking_uri
 from perftune.tuning.results import StudyResult, TrialRecord, best_trial, load_study
 from perftune.tuning.trial import TrialSettings, run_trial
-
-CHALLENGER = "challenger"
 
 
 class GateFailed(PerftuneError):
@@ -89,18 +90,95 @@ def study_spec(out: Path) -> Spec:
     return parse_spec(path.read_text(), origin=str(path))
 
 
-def refit(spec: Spec, trial: TrialRecord) -> tuple[Any, dict[str, float], pd.DataFrame, np.ndarray, dict[str, Any]]:
-    """Refit ``trial``'s configuration on the whole training part; measure it on the test part.
+@dataclass(frozen=True)
+class RefitPlan:
+    """All a refit needs, and so all lineage must keep for ``reproduce`` to repeat it without the study."""
 
-    Returns the serving pipeline, the test metrics (ML + system), the test features (raw), predictions, and
-    the dataset's lineage.
-    """
+    dataset: DatasetSpec
+    family: str
+    params: dict[str, Any]
+    seed: int
+    evaluation: EvaluationSpec
+    workspace: str
+    data_dir: str | None = None  # where the study read its data; $PERFTUNE_DATA_DIR overrides
+
+    @classmethod
+    def from_study(cls, spec: Spec, study: StudyResult, trial: TrialRecord) -> RefitPlan:
+        entry = next(d for d in spec.datasets if d.name == trial.dataset)
+        workspace = str(spec.workspace_path().resolve())
+        return cls(entry, trial.model, dict(trial.params), spec.seed, spec.evaluation, workspace, study.data_dir)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "dataset": self.dataset.model_dump(mode="json", exclude_none=True),
+                "family": self.family,
+                "params": self.params,
+                "seed": self.seed,
+                "evaluation": self.evaluation.model_dump(mode="json"),
+                "workspace": self.workspace,
+                "data_dir": self.data_dir,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RefitPlan:
+        raw = json.loads(text)
+        return cls(
+            DatasetSpec.model_validate(raw["dataset"]),
+            raw["family"],
+            raw["params"],
+            int(raw["seed"]),
+            EvaluationSpec.model_validate(raw["evaluation"]),
+            raw["workspace"],
+            raw.get("data_dir"),
+        )
+
+
+@dataclass
+class Refitted:
+    """A refitted model as it will be served, and how it did on the held-out test part."""
+
+    pipeline: Any
+    metrics: dict[str, float]
+    frame: pd.DataFrame  # the test features, raw, with their names
+    predictions: np.ndarray
+    dataset: Dataset
+    plan: RefitPlan  # a store: dataset pinned to the version that was read
+
+    def lineage(self) -> dict[str, str]:
+        d = self.dataset
+        tags = {
+            "perftune.dataset": d.name,
+            "perftune.dataset.source": d.source,
+            "perftune.dataset.location": d.location,
+            "perftune.dataset.fingerprint": d.fingerprint,
+            "perftune.dataset.rows": str(d.n_rows),
+            "perftune.split_seed": str(self.plan.seed),
+            "perftune.split.test_fraction": str(self.plan.evaluation.test_fraction),
+            "perftune.params": json.dumps(self.plan.params, sort_keys=True),
+            "perftune.model_family": self.plan.family,
+            "perftune.serialization": "cloudpickle",
+            "perftune.refit": self.plan.to_json(),
+        }
+        if d.version:
+            tags["perftune.dataset.version"] = d.version
+        return tags
+
+
+def refit(plan: RefitPlan) -> Refitted:
+    """Refit ``plan``'s configuration on the whole training part; measure it on the test part."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    entry = next(d for d in spec.datasets if d.name == trial.dataset)
-    dataset = load_dataset(entry, seed=spec.seed, where=Locations.default(spec.workspace_path()))
-    train, test = holdout_split(dataset, spec.evaluation.test_fraction, spec.seed)
+    where = Locations.default(Path(plan.workspace), recorded_data_dir=plan.data_dir)
+    dataset = load_dataset(plan.dataset, seed=plan.seed, where=where)
+    if dataset.version and "@" not in plan.dataset.name:
+        pinned = plan.dataset.model_copy(update={"name": f"{plan.dataset.name}@{dataset.version}"})
+        plan = replace(plan, dataset=pinned)
+    evaluation = plan.evaluation
+    train, test = holdout_split(dataset, evaluation.test_fraction, plan.seed)
     X_train, X_test = standardize(dataset.X[train], dataset.X[test])
     prepared = PreparedData(
         dataset.name,
@@ -113,15 +191,15 @@ def refit(spec: Spec, trial: TrialRecord) -> tuple[Any, dict[str, float], pd.Dat
     )
     fitted: list[Any] = []
     settings = TrialSettings(
-        family=get_family(trial.model),
-        seed=spec.seed,
-        eval_every=spec.evaluation.eval_every,
-        latency_rows=spec.evaluation.latency_rows,
-        throughput_batch=spec.evaluation.throughput_batch,
+        family=get_family(plan.family),
+        seed=plan.seed,
+        eval_every=evaluation.eval_every,
+        latency_rows=evaluation.latency_rows,
+        throughput_batch=evaluation.throughput_batch,
     )
-    result = run_trial(trial.params, prepared, settings, report=lambda window: None, on_finish=fitted.extend)
+    result = run_trial(plan.params, prepared, settings, report=lambda window: None, on_finish=fitted.extend)
     if result["trial_status"] != "completed":
-        raise PerftuneError(f"refitting trial {trial.trial_id} did not complete: {result.get('error', result)}")
+        raise PerftuneError(f"refitting {plan.family} {plan.params} did not complete: {result.get('error', result)}")
     # fitted on named columns: the served pipeline knows (and checks) its feature names
     scaler = StandardScaler().fit(pd.DataFrame(dataset.X[train], columns=dataset.feature_names))
     pipeline = Pipeline([("standardize", scaler), ("model", fitted[0].estimator)])
@@ -138,25 +216,14 @@ def refit(spec: Spec, trial: TrialRecord) -> tuple[Any, dict[str, float], pd.Dat
     metrics.update(
         measure_inference(
             lambda X: pipeline.predict(pd.DataFrame(X, columns=dataset.feature_names)),
-            lambda: pickle.dumps(pipeline),
+            lambda: cloudpickle.dumps(pipeline),  # the bytes MLflow's sklearn flavor writes (cloudpickle format)
             dataset.X[test],
-            latency_rows=spec.evaluation.latency_rows,
-            throughput_batch=spec.evaluation.throughput_batch,
+            latency_rows=evaluation.latency_rows,
+            throughput_batch=evaluation.throughput_batch,
         )
     )
     metrics["predict_memory_mb"] = peak
-    lineage = {
-        "perftune.dataset": dataset.name,
-        "perftune.dataset.source": dataset.source,
-        "perftune.dataset.location": dataset.location,
-        "perftune.dataset.fingerprint": dataset.fingerprint,
-        "perftune.split_seed": str(spec.seed),
-        "perftune.split.test_fraction": str(spec.evaluation.test_fraction),
-        "perftune.spec_hash": spec.fingerprint(),
-        "perftune.params": json.dumps(trial.params, sort_keys=True),
-        "perftune.model_family": trial.model,
-    }
-    return pipeline, metrics, frame, predictions, lineage
+    return Refitted(pipeline, metrics, frame, predictions, dataset, plan)
 
 
 def register(
@@ -167,46 +234,56 @@ def register(
     model: str | None = None,
     trial_id: str | None = None,
     force: bool = False,
+    tracking_uri: str | None = None,
 ) -> Registered:
     """Refit, test, gate and register the best feasible trial of the study in ``out``.
 
     Raises GateFailed (nothing registered) when a gate threshold fails, unless ``force`` (then the version is
-    tagged ``gate=failed``).
+    tagged ``gate=failed``). ``tracking_uri`` registers in another store than the study's.
     """
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     out = Path(out)
     study = load_study(out)
     spec = study_spec(out)
     trial = choose_trial(study, dataset, model, trial_id)
-    pipeline, metrics, frame, predictions, lineage = refit(spec, trial)
-    checks = run_gate(spec.gate, metrics)
+    refitted = refit(RefitPlan.from_study(spec, study, trial))
+    metrics = refitted.metrics
+    checks = run_gate(spec.gate, metrics, refitted.dataset.task)
     passed = all(c.passed for c in checks)
-    lineage.update(
-        {
-            "perftune.study": study.name,
-            "perftune.study_run_id": str(study.tracking.get("parent_run_id", "")),
-            "perftune.trial_id": trial.trial_id,
-            "perftune.trial_run_id": trial.mlflow_run_id or "",
-            "perftune.gate": "passed" if passed else "failed",
-            **environment_tags(),
-            **git_state(out.resolve()),
-        }
-    )
+    lineage = {
+        **refitted.lineage(),
+        "perftune.spec_hash": spec.fingerprint(),
+        "perftune.study": study.name,
+        "perftune.study_run_id": str(study.tracking.get("parent_run_id", "")),
+        "perftune.trial_id": trial.trial_id,
+        "perftune.trial_run_id": trial.mlflow_run_id or "",
+        "perftune.gate": "passed" if passed else "failed",
+        "perftune.gate.checks": json.dumps([c.__dict__ for c in checks]),
+        **environment_tags(),
+        **git_state(out.resolve()),
+    }
     if not passed and not force:
         raise GateFailed(
             "gate failed, nothing registered: "
             + "; ".join(c.message() for c in checks if not c.passed)
             + " (use --force to register anyway, tagged gate=failed)"
         )
-    uri = study.tracking["uri"]
-    client = MlflowClient(tracking_uri=uri)
+    uri = normalize_tracking_uri(tracking_uri) if tracking_uri else study.tracking["uri"]
+    registry = ModelRegistry(uri)  # fails early (before any write) on a store without an audit log
+    client = registry.client
     mlflow.set_tracking_uri(uri)
-    run = client.create_run(
-        study.tracking["experiment_id"], run_name=f"register-{name}", tags={**lineage, "perftune.kind": "register"}
-    )
+    if uri == study.tracking["uri"]:
+        experiment_id = study.tracking["experiment_id"]
+    else:
+        found = client.get_experiment_by_name(spec.tracking.experiment)
+        experiment_id = (
+            found.experiment_id
+            if found
+            else client.create_experiment(spec.tracking.experiment, artifact_location=spec.artifact_location())
+        )
+    run = client.create_run(experiment_id, run_name=f"register-{name}", tags={**lineage, "perftune.kind": "register"})
     run_id = run.info.run_id
     client.log_batch(
         run_id,
@@ -219,11 +296,16 @@ def register(
     client.log_dict(run_id, [c.__dict__ for c in checks], "gate.json")
     with mlflow.start_run(run_id=run_id):
         info = mlflow.sklearn.log_model(
-            pipeline, name="model", signature=infer_signature(frame, predictions), input_example=frame.iloc[:2]
+            refitted.pipeline,
+            name="model",
+            serialization_format="cloudpickle",
+            signature=infer_signature(refitted.frame, refitted.predictions),
+            input_example=refitted.frame.iloc[:2],
         )
     client.set_terminated(run_id)
     version = mlflow.register_model(
         info.model_uri, name, tags={**lineage, **{f"test.{k}": f"{v:.6g}" for k, v in metrics.items()}}
     )
-    client.set_registered_model_alias(name, CHALLENGER, str(version.version))
+    registry.set_challenger(name, str(version.version), reason=f"registered from {study.name} trial {trial.trial_id}")
+    registry.close()
     return Registered(name, str(version.version), trial, metrics, checks, run_id, lineage)

@@ -56,6 +56,10 @@ def environment_tags() -> dict[str, str]:
             tags[f"perftune.pkg.{package}"] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
+    code = git_state(Path(__file__).resolve().parent)  # perftune's own commit when run from a checkout
+    if code:
+        tags["perftune.code.commit"] = code["mlflow.source.git.commit"]
+        tags["perftune.code.dirty"] = code["perftune.git.dirty"]
     return tags
 
 

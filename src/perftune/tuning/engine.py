@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from perftune.data import Dataset, Locations, PreparedData, load_dataset, prepare
+from perftune.data import Dataset, Locations, PreparedData, data_dir, load_dataset, prepare
 from perftune.errors import ClusterUnavailableError, SpecError, StudyInterrupted, StudyStateError
 from perftune.spec import Spec, load_spec
 from perftune.track.lineage import lineage_tags
@@ -223,6 +223,7 @@ def run_study(
         skipped=state.skipped,
         wall_time_s=time.time() - started,
         started_at=state.started_at,
+        data_dir=str(data_dir().resolve()),
     )
     summary = result.write_summary()
     tracker.finish(result, summary)

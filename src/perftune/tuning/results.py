@@ -196,6 +196,7 @@ class StudyResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     wall_time_s: float = 0.0
     started_at: str = ""
+    data_dir: str | None = None  # where the datasets were read from (refits read the same copies)
 
     @property
     def trials(self) -> list[TrialRecord]:
@@ -216,6 +217,7 @@ class StudyResult:
             "study": self.name,
             "spec_fingerprint": self.spec_fingerprint,
             "started_at": self.started_at,
+            "data_dir": self.data_dir,
             "wall_time_s": self.wall_time_s,
             "policy": self.policy,
             "constraints": self.constraints,
@@ -288,6 +290,7 @@ def load_study(out: Path | str) -> StudyResult:
             skipped=raw.get("skipped", []),
             wall_time_s=raw.get("wall_time_s", 0.0),
             started_at=raw.get("started_at", ""),
+            data_dir=raw.get("data_dir"),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise StudyStateError(f"{path} is not a perftune summary ({type(exc).__name__}: {exc})") from None

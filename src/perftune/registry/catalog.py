@@ -1,0 +1,281 @@
+"""The model registry as a team uses it: list, inspect, promote, roll back, archive — every alias move audited.
+
+MLflow's model registry holds the versions, their tags and aliases; perftune adds the rules (an archived or
+gate-failed version is not promoted by accident, rollback knows the previous champion) and the audit log
+(:mod:`perftune.registry.audit`) in the same database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from perftune.errors import PerftuneError, UsageError
+from perftune.registry.audit import AuditEntry, AuditLog, champion_stack
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+STATUS_TAG = "perftune.status"
+ARCHIVED = "archived"
+# what `perftune models` shows of a version, in order; the first ML metric present is shown
+KEY_METRICS = ("accuracy", "rmse", "test_loss", "latency_ms_p95", "throughput_rps", "model_size_bytes")
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    versions: int
+    archived: int
+    latest: str | None
+    aliases: dict[str, str]
+    previous_champion: str | None
+    metrics: dict[str, float]  # the champion's (else the latest version's) test metrics
+
+
+@dataclass
+class VersionDetail:
+    name: str
+    version: str
+    aliases: list[str]
+    status: str  # active | archived
+    created_at: int
+    source: str
+    run_id: str | None
+    gate: str
+    gate_checks: list[dict[str, Any]]
+    metrics: dict[str, float]
+    lineage: dict[str, str] = field(default_factory=dict)
+
+
+def test_metrics(tags: dict[str, str]) -> dict[str, float]:
+    """The ``test.*`` tags of a version as numbers (the register run keeps them at full precision)."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith("test."):
+            try:
+                out[key[len("test.") :]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+class ModelRegistry:
+    """Registered models in the MLflow store at ``tracking_uri``, with perftune's audit log beside them."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.audit = AuditLog(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def close(self) -> None:
+        self.audit.close()
+
+    # ---------------------------------------------------------------------------------------- lookups
+
+    def model(self, name: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        known = sorted(m.name for m in self.client.search_registered_models())
+        raise UsageError(
+            f"no registered model {name!r} in {self.tracking_uri}; "
+            + (f"registered: {', '.join(known)}" if known else "none registered yet (perftune register RUN --name …)")
+        )
+
+    def version(self, name: str, version: str | int) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        self.model(name)
+        try:
+            return self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+        versions = sorted(int(v.version) for v in self.client.search_model_versions(f"name = '{name}'"))
+        raise UsageError(f"{name} has no version {version!r}; versions: {', '.join(map(str, versions)) or 'none'}")
+
+    def resolve(self, reference: str) -> Any:
+        """``NAME@ALIAS`` or ``NAME/VERSION`` (also ``NAME:VERSION``) → the model version."""
+        from mlflow.exceptions import MlflowException
+
+        if "@" in reference:
+            name, alias = reference.split("@", 1)
+            aliases = self.aliases(name)
+            if alias not in aliases:
+                raise UsageError(
+                    f"{name} has no alias {alias!r}; aliases: "
+                    + (", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items())) or "none")
+                )
+            try:
+                return self.client.get_model_version_by_alias(name, alias)
+            except MlflowException as exc:  # moved between the two reads
+                raise PerftuneError(f"cannot resolve {reference}: {exc.message}") from exc
+        for sep in ("/", ":"):
+            if sep in reference:
+                name, version = reference.rsplit(sep, 1)
+                return self.version(name, version)
+        raise UsageError(f"{reference!r} names no version; use NAME@ALIAS (e.g. {reference}@champion) or NAME/VERSION")
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """``{alias: version}`` of a registered model (versions as strings, as everywhere in perftune)."""
+        return {alias: str(v) for alias, v in self.model(name).aliases.items()}
+
+    @staticmethod
+    def is_archived(version: Any) -> bool:
+        return version.tags.get(STATUS_TAG) == ARCHIVED
+
+    # ---------------------------------------------------------------------------------------- reading
+
+    def models(self) -> list[ModelSummary]:
+        summaries = []
+        for registered in sorted(self.client.search_registered_models(), key=lambda m: m.name):
+            versions = self.client.search_model_versions(f"name = '{registered.name}'")
+            aliases = {alias: str(v) for alias, v in registered.aliases.items()}
+            by_number = {str(v.version): v for v in versions}
+            latest = max(by_number, key=int) if by_number else None
+            shown = by_number.get(aliases.get(CHAMPION, "")) or (by_number[latest] if latest else None)
+            stack = champion_stack(self.audit.entries(registered.name), CHAMPION)
+            summaries.append(
+                ModelSummary(
+                    name=registered.name,
+                    versions=len(versions),
+                    archived=sum(self.is_archived(v) for v in versions),
+                    latest=latest,
+                    aliases=aliases,
+                    previous_champion=stack[-2] if len(stack) > 1 else None,
+                    metrics=test_metrics(shown.tags) if shown else {},
+                )
+            )
+        return summaries
+
+    def show(self, name: str, version: str | int) -> VersionDetail:
+        v = self.version(name, version)
+        metrics = test_metrics(v.tags)
+        if v.run_id:  # full precision from the register run
+            run_metrics = self.client.get_run(v.run_id).data.metrics
+            metrics.update({k[len("test.") :]: val for k, val in run_metrics.items() if k.startswith("test.")})
+        try:
+            checks = json.loads(v.tags.get("perftune.gate.checks", "[]"))
+        except json.JSONDecodeError:
+            checks = []
+        lineage = {
+            k: val
+            for k, val in sorted(v.tags.items())
+            if not k.startswith("test.") and k not in ("perftune.gate.checks", "perftune.refit")
+        }
+        return VersionDetail(
+            name=name,
+            version=str(v.version),
+            aliases=sorted(v.aliases),
+            status=ARCHIVED if self.is_archived(v) else "active",
+            created_at=int(v.creation_timestamp),
+            source=v.source,
+            run_id=v.run_id,
+            gate=v.tags.get("perftune.gate", "unknown"),
+            gate_checks=checks,
+            metrics=metrics,
+            lineage=lineage,
+        )
+
+    def history(self, name: str) -> list[AuditEntry]:
+        entries = self.audit.entries(name)
+        if not entries:
+            self.model(name)  # an unknown name is an error; a known one may simply have no moves yet
+        return entries
+
+    # ---------------------------------------------------------------------------------------- moves
+
+    def set_challenger(self, name: str, version: str, reason: str = "", user: str | None = None) -> AuditEntry:
+        """A newly registered version becomes the challenger."""
+        with self.audit.locked(name) as conn:
+            before = self.aliases(name).get(CHALLENGER)
+            return self._move(conn, name, "register", CHALLENGER, before, version, reason, user)
+
+    def promote(
+        self, name: str, version: str | int, reason: str = "", force: bool = False, user: str | None = None
+    ) -> AuditEntry:
+        """Point ``champion`` at ``version``; the previous champion is remembered for ``rollback``."""
+        target = self.version(name, version)
+        number = str(target.version)
+        if self.is_archived(target):
+            raise UsageError(f"{name} v{number} is archived; archived versions cannot be promoted")
+        if target.tags.get("perftune.gate") == "failed" and not force:
+            raise UsageError(
+                f"{name} v{number} failed its gate (registered with --force); promote it with --force if you must"
+            )
+        with self.audit.locked(name) as conn:
+            before = self.aliases(name).get(CHAMPION)
+            if before == number:
+                raise UsageError(f"{name} v{number} is already the champion")
+            return self._move(conn, name, "promote", CHAMPION, before, number, reason, user)
+
+    def rollback(self, name: str, reason: str = "", user: str | None = None) -> AuditEntry:
+        """Point ``champion`` back at the version that held it before the current one."""
+        with self.audit.locked(name) as conn:
+            current = self.aliases(name).get(CHAMPION)
+            if current is None:
+                raise UsageError(f"{name} has no champion to roll back; promote a version first")
+            stack = champion_stack(self.audit.entries(name, conn), CHAMPION)
+            if not stack or stack[-1] != current:
+                raise PerftuneError(
+                    f"{name}'s champion is v{current}, but the audit log says v{stack[-1] if stack else '—'}: the "
+                    "alias was moved outside perftune, so the previous champion is unknown; "
+                    "`perftune promote` the version you want"
+                )
+            if len(stack) < 2:
+                raise UsageError(f"{name} v{current} is the first champion; there is no previous one to roll back to")
+            target = stack[-2]
+            if self.is_archived(self.client.get_model_version(name, target)):
+                raise UsageError(
+                    f"the previous champion, {name} v{target}, is archived; `perftune promote` a version instead"
+                )
+            return self._move(conn, name, "rollback", CHAMPION, current, target, reason, user)
+
+    def archive(self, name: str, version: str | int, reason: str = "", user: str | None = None) -> AuditEntry:
+        """Retire a version: kept (with its lineage and history) for audit, but no alias may point at it."""
+        target = self.version(name, version)
+        number = str(target.version)
+        with self.audit.locked(name) as conn:
+            aliases = self.aliases(name)
+            if aliases.get(CHAMPION) == number:
+                raise UsageError(
+                    f"{name} v{number} is the champion; promote another version or roll back before archiving it"
+                )
+            if self.is_archived(target):
+                raise UsageError(f"{name} v{number} is archived already")
+            self.client.set_model_version_tag(name, number, STATUS_TAG, ARCHIVED)
+            for alias, held_by in aliases.items():
+                if held_by == number:
+                    self.client.delete_registered_model_alias(name, alias)
+            return self.audit.append(conn, name, "archive", None, None, number, reason, user)
+
+    def _move(
+        self,
+        conn: Any,
+        name: str,
+        action: str,
+        alias: str,
+        before: str | None,
+        after: str,
+        reason: str,
+        user: str | None,
+    ) -> AuditEntry:
+        self.client.set_registered_model_alias(name, alias, after)
+        try:
+            return self.audit.append(
+                conn, name, action, alias, None if before is None else str(before), after, reason, user
+            )
+        except Exception:
+            # no move without its audit row: put the alias back
+            if before is None:
+                self.client.delete_registered_model_alias(name, alias)
+            else:
+                self.client.set_registered_model_alias(name, alias, before)
+            raise

@@ -1,0 +1,37 @@
+"""Tracking URIs: the default store, PostgreSQL's driver, and the database behind a store."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from perftune.errors import UsageError
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def default_tracking_uri(workspace: Path) -> str:
+    """The embedded default: an SQLite file in the workspace."""
+    return f"sqlite:///{workspace.resolve() / 'mlflow.db'}"
+
+
+def normalize_tracking_uri(uri: str) -> str:
+    """``postgresql://…`` means psycopg (3), the driver perftune installs, unless psycopg2 is present.
+
+    SQLAlchemy's bare ``postgresql`` dialect picks psycopg2, which perftune does not depend on; MLflow accepts
+    either spelling, so the rewritten URI also works with ``mlflow ui --backend-store-uri``.
+    """
+    if uri.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
+        return "postgresql+psycopg://" + uri[len("postgresql://") :]
+    return uri
+
+
+def database_url(tracking_uri: str) -> str:
+    """The SQLAlchemy URL of a database-backed tracking store (perftune keeps its audit log there)."""
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in DATABASE_SCHEMES:
+        raise UsageError(
+            f"tracking URI {tracking_uri!r} is not a database; the registry's audit log needs MLflow's database "
+            "store: sqlite:///path/mlflow.db (the default) or postgresql://user@host:5432/db"
+        )
+    return normalize_tracking_uri(tracking_uri)
