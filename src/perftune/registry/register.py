@@ -8,6 +8,7 @@ a passing model becomes a version of the registered model with lineage tags and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -157,6 +158,8 @@ class Refitted:
             "perftune.dataset.rows": str(d.n_rows),
             "perftune.split_seed": str(self.plan.seed),
             "perftune.split.test_fraction": str(self.plan.evaluation.test_fraction),
+            "perftune.split.validation_fraction": str(self.plan.evaluation.validation_fraction),
+            "perftune.split.cv_folds": str(self.plan.evaluation.cv_folds),
             "perftune.params": json.dumps(self.plan.params, sort_keys=True),
             "perftune.model_family": self.plan.family,
             "perftune.serialization": "cloudpickle",
@@ -255,6 +258,7 @@ def register(
     lineage = {
         **refitted.lineage(),
         "perftune.spec_hash": spec.fingerprint(),
+        "perftune.spec_file_sha256": hashlib.sha256((out / "spec.yaml").read_bytes()).hexdigest(),
         "perftune.study": study.name,
         "perftune.study_run_id": str(study.tracking.get("parent_run_id", "")),
         "perftune.trial_id": trial.trial_id,
