@@ -379,6 +379,128 @@ def reproduce(
         raise typer.Exit(1)
 
 
+# ------------------------------------------------------------------------------------------------ serving
+
+
+@app.command()
+def serve(
+    reference: Annotated[str, typer.Argument(help="NAME@ALIAS (followed: hot swap on promote) or NAME/VERSION.")],
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Bearer token (≥ 16 chars) required on inference, feedback, management.")
+    ] = None,
+    protect_health: Annotated[bool, typer.Option("--protect-health", help="Require the token on health too.")] = False,
+    protect_metrics: Annotated[
+        bool, typer.Option("--protect-metrics", help="Require the token on /metrics too.")
+    ] = False,
+    scoring_uri: Annotated[
+        str | None, typer.Option(help="Scoring log database (default sqlite:///<workspace>/scoring.db).")
+    ] = None,
+    no_scoring_log: Annotated[bool, typer.Option("--no-scoring-log", help="Do not log requests.")] = False,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 beyond).")] = 10.0,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: never).")] = 2.0,
+    log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """Serve a registered version over REST (Open Inference Protocol v2 and MLflow /invocations)."""
+    import logging
+    import tempfile
+
+    import uvicorn
+
+    from perftune.data import Locations
+    from perftune.serve.app import SETTINGS_ENV, ServeSettings, create_app
+
+    registry = _call(lambda: _registry(tracking_uri, workspace))
+    root = Locations.default(workspace).workspace
+    settings = ServeSettings(
+        reference=reference,
+        tracking_uri=registry.tracking_uri,
+        scoring_uri=None if no_scoring_log else (scoring_uri or f"sqlite:///{root.resolve() / 'scoring.db'}"),
+        token_file=str(token_file) if token_file else None,
+        protect_health=protect_health,
+        protect_metrics=protect_metrics,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        poll_interval_s=poll_interval,
+    )
+    registry.close()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = {"host": host, "port": port, "access_log": False, "log_level": log_level, "timeout_graceful_shutdown": 30}
+    options.update(loop="uvloop", http="httptools")
+    if workers == 1:
+        application = _call(lambda: create_app(settings))  # load errors surface before the port opens
+        model = application.state.server.model
+        console.print(
+            f"serving {model.name} v{model.version}"
+            + (f" (following {reference})" if "@" in reference else "")
+            + f" on http://{host}:{port} — /v2/models/{model.name}/infer, /invocations, /metrics, /docs",
+            highlight=False,
+        )
+        uvicorn.run(application, **options)
+        return
+    _call(lambda: create_app(settings).state.server.close())  # check it loads once, with a clear error if not
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="perftune-metrics-"))
+    console.print(f"serving {reference} with {workers} workers on http://{host}:{port}", highlight=False)
+    uvicorn.run("perftune.serve.app:create_app_from_env", factory=True, workers=workers, **options)
+
+
+@app.command()
+def feedback(
+    file: Annotated[Path, typer.Argument(help="CSV or JSON lines with request_id and label columns.")],
+    model: Annotated[str, typer.Option(help="Registered model name the requests went to.")],
+    scoring_uri: Annotated[
+        str | None, typer.Option(help="Scoring log database (default sqlite:///<workspace>/scoring.db).")
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Attach ground-truth labels to logged requests (rows of one request in order)."""
+    from perftune.data import Locations
+    from perftune.serve.feedback import read_labels
+    from perftune.serve.scoring import attach_labels, scoring_engine
+
+    root = Locations.default(workspace).workspace
+    uri = scoring_uri or f"sqlite:///{root.resolve() / 'scoring.db'}"
+    items = _call(lambda: read_labels(file))
+    stored, unknown = _call(lambda: attach_labels(scoring_engine(uri), model, items))
+    console.print(
+        f"labels stored for {stored} requests" + (f"; unknown request ids: {len(unknown)}" if unknown else "")
+    )
+    if unknown:
+        console.print("  " + ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else ""), highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def deploy(
+    reference: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION.")],
+    out: Annotated[Path, typer.Option(help="Folder for the Dockerfile and manifests.")] = Path("deploy"),
+    target: Annotated[str, typer.Option(help="Deployment target (k8s).")] = "k8s",
+    target_rps: Annotated[float, typer.Option(help="Single-row requests per second to plan for.")] = 100.0,
+    image: Annotated[str, typer.Option(help="Container image of the server.")] = "perftune-serve:latest",
+    port: Annotated[int, typer.Option(help="Container port.")] = 8080,
+    token_secret: Annotated[
+        str | None, typer.Option(help="Kubernetes Secret holding the bearer token (key: token).")
+    ] = None,
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """Write a Dockerfile and Kubernetes manifests sized from the version's measured latency and memory."""
+    from perftune.serve.deploy import sizing_from_tags, write_deploy
+
+    if target != "k8s":
+        _fail(UsageError(f"--target {target!r} is not supported; use k8s"))
+    registry = _call(lambda: _registry(tracking_uri, workspace))
+    version = _call(lambda: registry.resolve(reference))
+    sizing = _call(lambda: sizing_from_tags(version.name, str(version.version), version.tags, target_rps))
+    written = write_deploy(out, sizing, reference, image, port, token_secret)
+    console.print(sizing.explanation(), highlight=False)
+    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
+
+
 data_app = typer.Typer(no_args_is_help=True, help="The versioned ML data store in the workspace.")
 app.add_typer(data_app, name="data")
 

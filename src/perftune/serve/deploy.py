@@ -1,0 +1,215 @@
+"""Deployment artifacts sized from a version's measurements: a Dockerfile and Kubernetes manifests.
+
+The arithmetic (shown in a comment at the top of ``deployment.yaml``):
+
+* one replica runs one server worker, which saturates one CPU at about
+  ``1000 / (latency_ms_p50 + server_overhead_ms)`` single-row requests per second; planned at
+  ``target_utilization`` of that, it carries ``per_replica_rps``;
+* ``replicas = max(min_replicas, ceil(target_rps / per_replica_rps))``; the HorizontalPodAutoscaler may scale
+  from there to ``replicas × max_scale`` at ``target_utilization`` CPU;
+* memory request = ``(predict_memory_mb + server_overhead_mb) × memory_headroom``, limit = request × 1.5;
+  CPU request = limit = one core (one worker).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perftune import __version__
+from perftune.errors import UsageError
+
+# What the server adds to the in-process measurements (benchmarks/serving.py measures both on this machine):
+# the HTTP round trip of a single-row request beyond predict, and the server's memory beyond the model's.
+SERVER_OVERHEAD_MS = 0.6
+SERVER_OVERHEAD_MB = 120.0
+
+
+@dataclass(frozen=True)
+class Sizing:
+    name: str
+    version: str
+    latency_ms_p50: float
+    predict_memory_mb: float
+    target_rps: float
+    server_overhead_ms: float = SERVER_OVERHEAD_MS
+    server_overhead_mb: float = SERVER_OVERHEAD_MB
+    target_utilization: float = 0.6
+    min_replicas: int = 2
+    max_scale: int = 3
+    memory_headroom: float = 1.25
+
+    @property
+    def saturated_rps(self) -> float:
+        return 1000.0 / (self.latency_ms_p50 + self.server_overhead_ms)
+
+    @property
+    def per_replica_rps(self) -> float:
+        return self.saturated_rps * self.target_utilization
+
+    @property
+    def replicas(self) -> int:
+        return max(self.min_replicas, math.ceil(self.target_rps / self.per_replica_rps))
+
+    @property
+    def memory_request_mi(self) -> int:
+        return math.ceil((self.predict_memory_mb + self.server_overhead_mb) * self.memory_headroom)
+
+    @property
+    def memory_limit_mi(self) -> int:
+        return math.ceil(self.memory_request_mi * 1.5)
+
+    def explanation(self) -> str:
+        return "\n".join(
+            [
+                f"Sized by perftune {__version__} from {self.name} v{self.version}'s held-out measurements:",
+                f"  latency_ms_p50 = {self.latency_ms_p50:.4g} ms (in-process, single row)"
+                f" + server overhead {self.server_overhead_ms} ms",
+                f"  one worker saturates at 1000 / {self.latency_ms_p50 + self.server_overhead_ms:.4g}"
+                f" = {self.saturated_rps:.1f} rps; planned at {self.target_utilization:.0%}"
+                f" → {self.per_replica_rps:.1f} rps per replica",
+                f"  replicas = max({self.min_replicas}, ceil({self.target_rps:g} / {self.per_replica_rps:.1f}))"
+                f" = {self.replicas}; HPA {self.replicas}..{self.replicas * self.max_scale}"
+                f" at {self.target_utilization:.0%} CPU",
+                f"  memory request = ({self.predict_memory_mb:.1f} MB predict + {self.server_overhead_mb:g} MB server)"
+                f" × {self.memory_headroom} = {self.memory_request_mi}Mi; limit × 1.5 = {self.memory_limit_mi}Mi",
+                "  cpu request = limit = 1 (one server worker per replica)",
+            ]
+        )
+
+
+def sizing_from_tags(name: str, version: str, tags: dict[str, str], target_rps: float) -> Sizing:
+    try:
+        latency = float(tags["test.latency_ms_p50"])
+        memory = float(tags["test.predict_memory_mb"])
+    except (KeyError, ValueError):
+        raise UsageError(
+            f"{name} v{version} has no measured test.latency_ms_p50 / test.predict_memory_mb; "
+            "deploy sizes from perftune register's measurements"
+        ) from None
+    if target_rps <= 0:
+        raise UsageError("--target-rps must be positive")
+    return Sizing(name, version, latency, memory, target_rps)
+
+
+def _labels(s: Sizing) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "perftune-serve", "app.kubernetes.io/instance": _dns(s.name)}
+
+
+def _dns(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    return (cleaned or "model")[:50]
+
+
+def manifests(s: Sizing, reference: str, image: str, port: int, token_secret: str | None) -> list[dict[str, Any]]:
+    app = _dns(s.name)
+    args = ["serve", reference, "--host", "0.0.0.0", "--port", str(port), "--tracking-uri", "$(MLFLOW_TRACKING_URI)"]
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if token_secret:
+        args += ["--token-file", "/var/run/perftune/token"]
+        volumes.append({"name": "token", "secret": {"secretName": token_secret}})
+        mounts.append({"name": "token", "mountPath": "/var/run/perftune", "readOnly": True})
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": image,
+        "args": args,
+        "ports": [{"name": "http", "containerPort": port}],
+        "env": [
+            {
+                "name": "MLFLOW_TRACKING_URI",
+                "valueFrom": {"secretKeyRef": {"name": f"{app}-tracking", "key": "uri"}},
+            }
+        ],
+        "resources": {
+            "requests": {"cpu": "1", "memory": f"{s.memory_request_mi}Mi"},
+            "limits": {"cpu": "1", "memory": f"{s.memory_limit_mi}Mi"},
+        },
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
+    }
+    if mounts:
+        container["volumeMounts"] = mounts
+    pod: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 30}
+    if volumes:
+        pod["volumes"] = volumes
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": app, "labels": _labels(s), "annotations": {"perftune/version": s.version}},
+        "spec": {
+            "replicas": s.replicas,
+            "selector": {"matchLabels": _labels(s)},
+            "template": {
+                "metadata": {
+                    "labels": _labels(s),
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port)},
+                },
+                "spec": pod,
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": app, "labels": _labels(s)},
+        "spec": {"selector": _labels(s), "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": app, "labels": _labels(s)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
+            "minReplicas": s.replicas,
+            "maxReplicas": s.replicas * s.max_scale,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": round(s.target_utilization * 100)},
+                    },
+                }
+            ],
+        },
+    }
+    return [deployment, service, hpa]
+
+
+def dockerfile(port: int) -> str:
+    return f"""# perftune inference server (CPU). Build from the perftune checkout: docker build -f deploy/Dockerfile .
+FROM python:3.11-slim
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install . \\
+ && useradd --create-home --uid 10001 perftune
+USER 10001
+EXPOSE {port}
+ENTRYPOINT ["perftune"]
+CMD ["serve", "--help"]
+"""
+
+
+def write_deploy(
+    out: Path, sizing: Sizing, reference: str, image: str, port: int, token_secret: str | None
+) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    docs = manifests(sizing, reference, image, port, token_secret)
+    header = "".join(f"# {line}\n" for line in sizing.explanation().splitlines())
+    written = []
+    for doc, filename in zip(docs, ("deployment.yaml", "service.yaml", "hpa.yaml"), strict=True):
+        path = out / filename
+        path.write_text((header if filename == "deployment.yaml" else "") + yaml.safe_dump(doc, sort_keys=False))
+        written.append(path)
+    (out / "Dockerfile").write_text(dockerfile(port))
+    sized = {**asdict(sizing), "replicas": sizing.replicas, "per_replica_rps": sizing.per_replica_rps}
+    (out / "sizing.json").write_text(json.dumps(sized, indent=2) + "\n")
+    return [*written, out / "Dockerfile", out / "sizing.json"]

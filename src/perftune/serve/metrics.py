@@ -1,0 +1,84 @@
+"""Prometheus metrics of the server (``perftune_`` prefix), also across ``--workers`` processes."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+disable_created_metrics()  # no *_created series: they double the scrape for nothing a dashboard uses
+
+# sub-millisecond resolution where a linear model answers, up to the seconds of a slow batch
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    10,
+)
+ROW_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000, 100000)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        # with several worker processes, values live in PROMETHEUS_MULTIPROC_DIR and every scrape sums them
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry()
+        owner = None if self.multiprocess else self.registry
+        if self.multiprocess:
+            MultiProcessCollector(self.registry)
+        self.requests = Counter(
+            "perftune_requests",
+            "Inference and feedback requests by model, version, endpoint and HTTP status code.",
+            ["model", "version", "endpoint", "code"],
+            registry=owner,
+        )
+        self.latency = Histogram(
+            "perftune_request_duration_seconds",
+            "Time from request received to response ready, by model and endpoint.",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=owner,
+        )
+        self.in_flight = Gauge(
+            "perftune_requests_in_flight", "Requests being handled.", registry=owner, multiprocess_mode="livesum"
+        )
+        self.rows = Histogram(
+            "perftune_payload_rows", "Rows per inference request.", ["model"], buckets=ROW_BUCKETS, registry=owner
+        )
+        self.load_seconds = Gauge(
+            "perftune_model_load_seconds",
+            "Time to load the model version, by model and version.",
+            ["model", "version"],
+            registry=owner,
+            multiprocess_mode="max",
+        )
+        self.loaded = Gauge(
+            "perftune_model_loaded",
+            "1 for the version a worker serves now.",
+            ["model", "version"],
+            registry=owner,
+            multiprocess_mode="livemax",
+        )
+        self.swaps = Counter("perftune_model_swaps", "Versions swapped in while serving.", ["model"], registry=owner)
+        self.queue_depth = Gauge(
+            "perftune_scoring_queue_depth",
+            "Scoring-log rows waiting to be written.",
+            registry=owner,
+            multiprocess_mode="livesum",
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

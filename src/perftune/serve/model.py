@@ -1,0 +1,127 @@
+"""A registered version loaded for serving: the model, its input schema (from the signature), a fast predict."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from perftune.errors import PerftuneError, UsageError
+from perftune.registry.catalog import ModelRegistry
+
+# MLflow column types → Open Inference Protocol datatypes
+V2_DATATYPE = {
+    "double": "FP64",
+    "float": "FP32",
+    "long": "INT64",
+    "integer": "INT32",
+    "boolean": "BOOL",
+    "string": "BYTES",
+    "binary": "BYTES",
+}
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    """The OIP datatype of a numpy array's dtype."""
+    if dtype.kind == "b":
+        return "BOOL"
+    if dtype.kind in "iu":
+        return f"{'U' if dtype.kind == 'u' else ''}INT{dtype.itemsize * 8}"
+    if dtype.kind == "f":
+        return f"FP{dtype.itemsize * 8}"
+    return "BYTES"
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """The columns a model takes, in order, from its MLflow signature."""
+
+    names: list[str]
+    types: list[str]  # MLflow column types
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    @property
+    def numeric(self) -> bool:
+        return all(V2_DATATYPE.get(t, "BYTES") not in ("BYTES",) for t in self.types)
+
+    @property
+    def datatype(self) -> str:
+        kinds = {V2_DATATYPE.get(t, "BYTES") for t in self.types}
+        return kinds.pop() if len(kinds) == 1 else "FP64"
+
+
+@dataclass
+class LoadedModel:
+    """One version in memory. ``predict`` takes a validated float64 matrix in schema order."""
+
+    name: str
+    version: str
+    model_uri: str
+    schema: InputSchema
+    output_datatype: str
+    platform: str
+    load_seconds: float
+    _predict: Any
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self._predict(X))
+
+
+def _strip_feature_names(estimator: Any) -> Any:
+    """A copy of a fitted scikit-learn estimator that takes plain arrays without a feature-name warning.
+
+    The server checks names, order and types against the signature before predict, so the estimator's own
+    check (and the pandas DataFrame it would need to pass it) is redundant on the hot path.
+    """
+    stripped = copy.deepcopy(estimator)
+    steps = [step for _, step in getattr(stripped, "steps", [])] or [stripped]
+    for step in steps:
+        if "feature_names_in_" in vars(step):
+            del step.feature_names_in_
+    return stripped
+
+
+def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
+    """Load ``NAME@ALIAS`` or ``NAME/VERSION`` from the registry (archived versions are refused)."""
+    import mlflow
+    import pandas as pd
+
+    version = registry.resolve(reference)
+    name, number = version.name, str(version.version)
+    if registry.is_archived(version):
+        raise UsageError(f"{name} v{number} is archived and cannot be served; promote or serve another version")
+    model_uri = f"models:/{name}/{number}"
+    started = time.perf_counter()
+    mlflow.set_registry_uri(registry.tracking_uri)
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # a missing or corrupt artifact: say which version and where
+        raise PerftuneError(f"cannot load {name} v{number} from {version.source}: {exc}") from exc
+    signature = pyfunc.metadata.signature
+    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
+        raise PerftuneError(f"{name} v{number} has no named input signature; register it with perftune register")
+    columns = signature.inputs.inputs
+    schema = InputSchema([c.name for c in columns], [str(c.type.name) for c in columns])
+    flavors = pyfunc.metadata.flavors
+    if "sklearn" in flavors:
+        raw = _strip_feature_names(pyfunc.get_raw_model())
+        predict = raw.predict
+        platform = "sklearn"
+    else:  # any other flavor goes through pyfunc with a named frame
+
+        def predict(X: np.ndarray) -> Any:
+            return pyfunc.predict(pd.DataFrame(X, columns=schema.names))
+
+        platform = next(iter(k for k in flavors if k != "python_function"), "python_function")
+    probe = predict(np.zeros((1, schema.n_features)))
+    load_seconds = time.perf_counter() - started
+    return LoadedModel(
+        name, number, model_uri, schema, v2_datatype(np.asarray(probe).dtype), platform, load_seconds, predict
+    )
