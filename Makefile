@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Offline copies of the datasets (tests and the demo never download).
 export PERFTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: demo test lint venv clean bench browser
+.PHONY: demo test lint venv clean bench bench-serving browser
 
 $(BIN)/perftune: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/overhead.py
+
+# perftune serve vs mlflow models serve; the load client is wrk (Debian package), installed when missing.
+bench-serving: venv
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "install wrk (apt-get install wrk) to run the serving benchmark"; exit 1; fi; }
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) runs perftune-workspace .pytest_cache

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from perftune.cli import app
 from perftune.registry.catalog import ModelRegistry
-from perftune.serve.deploy import SERVER_OVERHEAD_MB, SERVER_OVERHEAD_MS
+from perftune.serve.deploy import SERVER_BASELINE_MB, SERVER_OVERHEAD_MS
 
 K8S_VERSION = "1.30.0"
 
@@ -51,7 +51,8 @@ def test_deploy_writes_valid_manifests_sized_from_the_versions_measurements(regi
     assert deployment["spec"]["replicas"] == replicas
     assert hpa["spec"]["minReplicas"] == replicas and hpa["spec"]["maxReplicas"] == replicas * 3
     resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
-    request_mi = math.ceil((memory + SERVER_OVERHEAD_MB) * 1.25)
+    size_mb = float(tags["test.model_size_bytes"]) / 2**20
+    request_mi = math.ceil(max(memory, SERVER_BASELINE_MB + size_mb) * 1.25)
     assert resources["requests"]["memory"] == f"{request_mi}Mi"
     assert resources["limits"]["memory"] == f"{math.ceil(request_mi * 1.5)}Mi"
     header = (out / "deployment.yaml").read_text().split("apiVersion")[0]

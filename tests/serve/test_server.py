@@ -231,3 +231,17 @@ def test_prometheus_metrics(client):
     assert "perftune_requests_in_flight" in text and "perftune_payload_rows_bucket" in text
     assert 'perftune_model_load_seconds{model="diabetes-clf",version="1"}' in text
     assert "perftune_scoring_queue_depth" in text
+
+
+def test_scoring_log_on_postgresql(registered, postgres_uri):
+    with TestClient(create_app(registered.settings(scoring_uri=postgres_uri))) as pg:
+        ids = [pg.post("/invocations", json={"instances": ROWS}).headers["X-Request-Id"] for _ in range(5)]
+        labels = {"items": [{"request_id": ids[0], "labels": [1, 2]}]}
+        assert pg.post("/v2/models/diabetes-clf/feedback", json=labels).json()["stored"] == 1
+    # leaving the block ran the server's shutdown: everything queued is in the database
+    engine = sa.create_engine(postgres_uri.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        logged = conn.execute(sa.text("select request_id from perftune_scoring_log")).scalars().all()
+        joined = conn.execute(sa.text("select count(*) from perftune_feedback")).scalar_one()
+    engine.dispose()
+    assert sorted(logged) == sorted(ids) and joined == 1

@@ -7,7 +7,9 @@ The arithmetic (shown in a comment at the top of ``deployment.yaml``):
   ``target_utilization`` of that, it carries ``per_replica_rps``;
 * ``replicas = max(min_replicas, ceil(target_rps / per_replica_rps))``; the HorizontalPodAutoscaler may scale
   from there to ``replicas × max_scale`` at ``target_utilization`` CPU;
-* memory request = ``(predict_memory_mb + server_overhead_mb) × memory_headroom``, limit = request × 1.5;
+* memory request = ``max(predict_memory_mb, server_baseline_mb + model_size_mb) × memory_headroom``, limit =
+  request × 1.5 — ``predict_memory_mb`` is RSS − shared of the registering process while it predicted, the
+  baseline is a running ``perftune serve`` with a small model;
   CPU request = limit = one core (one worker).
 """
 
@@ -24,10 +26,11 @@ import yaml
 from perftune import __version__
 from perftune.errors import UsageError
 
-# What the server adds to the in-process measurements (benchmarks/serving.py measures both on this machine):
-# the HTTP round trip of a single-row request beyond predict, and the server's memory beyond the model's.
+# Measured by benchmarks/serving.py on the project's 2-core machine: the HTTP round trip of a single-row request
+# beyond in-process predict (p50, concurrency 1: 0.3–0.65 ms), and RSS − shared of a running `perftune serve`
+# (uvicorn, FastAPI, scikit-learn, the scoring log) holding a small model after load (238 MB).
 SERVER_OVERHEAD_MS = 0.6
-SERVER_OVERHEAD_MB = 120.0
+SERVER_BASELINE_MB = 240.0
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,10 @@ class Sizing:
     version: str
     latency_ms_p50: float
     predict_memory_mb: float
+    model_size_mb: float
     target_rps: float
     server_overhead_ms: float = SERVER_OVERHEAD_MS
-    server_overhead_mb: float = SERVER_OVERHEAD_MB
+    server_baseline_mb: float = SERVER_BASELINE_MB
     target_utilization: float = 0.6
     min_replicas: int = 2
     max_scale: int = 3
@@ -57,8 +61,12 @@ class Sizing:
         return max(self.min_replicas, math.ceil(self.target_rps / self.per_replica_rps))
 
     @property
+    def working_set_mb(self) -> float:
+        return max(self.predict_memory_mb, self.server_baseline_mb + self.model_size_mb)
+
+    @property
     def memory_request_mi(self) -> int:
-        return math.ceil((self.predict_memory_mb + self.server_overhead_mb) * self.memory_headroom)
+        return math.ceil(self.working_set_mb * self.memory_headroom)
 
     @property
     def memory_limit_mi(self) -> int:
@@ -76,8 +84,9 @@ class Sizing:
                 f"  replicas = max({self.min_replicas}, ceil({self.target_rps:g} / {self.per_replica_rps:.1f}))"
                 f" = {self.replicas}; HPA {self.replicas}..{self.replicas * self.max_scale}"
                 f" at {self.target_utilization:.0%} CPU",
-                f"  memory request = ({self.predict_memory_mb:.1f} MB predict + {self.server_overhead_mb:g} MB server)"
-                f" × {self.memory_headroom} = {self.memory_request_mi}Mi; limit × 1.5 = {self.memory_limit_mi}Mi",
+                f"  memory request = max({self.predict_memory_mb:.1f} MB predict, {self.server_baseline_mb:g} MB server"
+                f" + {self.model_size_mb:.3g} MB model) × {self.memory_headroom} = {self.memory_request_mi}Mi;"
+                f" limit × 1.5 = {self.memory_limit_mi}Mi",
                 "  cpu request = limit = 1 (one server worker per replica)",
             ]
         )
@@ -87,14 +96,15 @@ def sizing_from_tags(name: str, version: str, tags: dict[str, str], target_rps: 
     try:
         latency = float(tags["test.latency_ms_p50"])
         memory = float(tags["test.predict_memory_mb"])
+        size_mb = float(tags["test.model_size_bytes"]) / 2**20
     except (KeyError, ValueError):
         raise UsageError(
-            f"{name} v{version} has no measured test.latency_ms_p50 / test.predict_memory_mb; "
+            f"{name} v{version} has no measured test.latency_ms_p50 / predict_memory_mb / model_size_bytes; "
             "deploy sizes from perftune register's measurements"
         ) from None
     if target_rps <= 0:
         raise UsageError("--target-rps must be positive")
-    return Sizing(name, version, latency, memory, target_rps)
+    return Sizing(name, version, latency, memory, size_mb, target_rps)
 
 
 def _labels(s: Sizing) -> dict[str, str]:
