@@ -407,6 +407,7 @@ def serve(
 ) -> None:
     """Serve a registered version over REST (Open Inference Protocol v2 and MLflow /invocations)."""
     import logging
+    import shutil
     import tempfile
 
     import uvicorn
@@ -443,9 +444,15 @@ def serve(
         return
     _call(lambda: create_app(settings).state.server.close())  # check it loads once, with a clear error if not
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="perftune-metrics-"))
+    own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    if own_metrics_dir:  # the workers' metric files; removed when the server stops
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="perftune-metrics-")
     console.print(f"serving {reference} with {workers} workers on http://{host}:{port}", highlight=False)
-    uvicorn.run("perftune.serve.app:create_app_from_env", factory=True, workers=workers, **options)
+    try:
+        uvicorn.run("perftune.serve.app:create_app_from_env", factory=True, workers=workers, **options)
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 @app.command()
