@@ -238,20 +238,26 @@ Workspace = Annotated[Path | None, typer.Option(help="Workspace folder (default 
 Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the audit log.")]
 
 
-def _registry(tracking_uri: str | None, workspace: Path | None):  # -> ModelRegistry
+def _tracking_uri(tracking_uri: str | None, workspace: Path | None) -> str:
+    """--tracking-uri (normalized), else the workspace's SQLite store, which must exist."""
     from perftune.data import Locations
-    from perftune.registry.catalog import ModelRegistry
     from perftune.track.uri import default_tracking_uri, normalize_tracking_uri
 
     if tracking_uri:
-        return ModelRegistry(normalize_tracking_uri(tracking_uri))
+        return normalize_tracking_uri(tracking_uri)
     root = Locations.default(workspace).workspace
     if not (root / "mlflow.db").is_file():
         raise UsageError(
             f"no tracking store at {root / 'mlflow.db'}; run a study first (make demo), or pass --workspace "
             "or --tracking-uri"
         )
-    return ModelRegistry(default_tracking_uri(root))
+    return default_tracking_uri(root)
+
+
+def _registry(tracking_uri: str | None, workspace: Path | None):  # -> ModelRegistry
+    from perftune.registry.catalog import ModelRegistry
+
+    return ModelRegistry(_tracking_uri(tracking_uri, workspace))
 
 
 def _move(tracking_uri: str | None, workspace: Path | None, name: str, action: Callable[[Any], Any], note: str = ""):
@@ -415,11 +421,10 @@ def serve(
     from perftune.data import Locations
     from perftune.serve.app import SETTINGS_ENV, ServeSettings, create_app
 
-    registry = _call(lambda: _registry(tracking_uri, workspace))
     root = Locations.default(workspace).workspace
     settings = ServeSettings(
         reference=reference,
-        tracking_uri=registry.tracking_uri,
+        tracking_uri=_call(lambda: _tracking_uri(tracking_uri, workspace)),
         scoring_uri=None if no_scoring_log else (scoring_uri or f"sqlite:///{root.resolve() / 'scoring.db'}"),
         token_file=str(token_file) if token_file else None,
         protect_health=protect_health,
@@ -427,7 +432,6 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         poll_interval_s=poll_interval,
     )
-    registry.close()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = {"host": host, "port": port, "access_log": False, "log_level": log_level, "timeout_graceful_shutdown": 30}
     options.update(loop="uvloop", http="httptools")

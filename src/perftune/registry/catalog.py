@@ -92,12 +92,12 @@ class ModelRegistry:
     def version(self, name: str, version: str | int) -> Any:
         from mlflow.exceptions import MlflowException
 
-        self.model(name)
         try:
             return self.client.get_model_version(name, str(version))
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
+        self.model(name)  # an unknown model says so; a known one lists its versions
         versions = sorted(int(v.version) for v in self.client.search_model_versions(f"name = '{name}'"))
         raise UsageError(f"{name} has no version {version!r}; versions: {', '.join(map(str, versions)) or 'none'}")
 
@@ -135,13 +135,16 @@ class ModelRegistry:
 
     def models(self) -> list[ModelSummary]:
         summaries = []
+        moves: dict[str, list[AuditEntry]] = {}
+        for entry in self.audit.entries():
+            moves.setdefault(entry.model, []).append(entry)
         for registered in sorted(self.client.search_registered_models(), key=lambda m: m.name):
             versions = self.client.search_model_versions(f"name = '{registered.name}'")
             aliases = {alias: str(v) for alias, v in registered.aliases.items()}
             by_number = {str(v.version): v for v in versions}
             latest = max(by_number, key=int) if by_number else None
             shown = by_number.get(aliases.get(CHAMPION, "")) or (by_number[latest] if latest else None)
-            stack = champion_stack(self.audit.entries(registered.name), CHAMPION)
+            stack = champion_stack(moves.get(registered.name, []), CHAMPION)
             summaries.append(
                 ModelSummary(
                     name=registered.name,
@@ -155,12 +158,17 @@ class ModelRegistry:
             )
         return summaries
 
-    def show(self, name: str, version: str | int) -> VersionDetail:
-        v = self.version(name, version)
+    def registered_metrics(self, v: Any) -> dict[str, float]:
+        """A version's held-out test metrics, at full precision from its register run when there is one."""
         metrics = test_metrics(v.tags)
-        if v.run_id:  # full precision from the register run
+        if v.run_id:
             run_metrics = self.client.get_run(v.run_id).data.metrics
             metrics.update({k[len("test.") :]: val for k, val in run_metrics.items() if k.startswith("test.")})
+        return metrics
+
+    def show(self, name: str, version: str | int) -> VersionDetail:
+        v = self.version(name, version)
+        metrics = self.registered_metrics(v)
         try:
             checks = json.loads(v.tags.get("perftune.gate.checks", "[]"))
         except json.JSONDecodeError:

@@ -49,8 +49,8 @@ class Reproduction:
 
 def reproduce(registry: ModelRegistry, name: str, version: str | int, workspace: str | None = None) -> Reproduction:
     """Refit ``name`` v``version`` from the ``perftune.refit`` lineage tag and compare its test metrics."""
-    detail = registry.show(name, version)
-    tags = registry.version(name, version).tags
+    registered = registry.version(name, version)
+    tags = registered.tags
     if "perftune.refit" not in tags:
         raise UsageError(f"{name} v{version} has no perftune.refit lineage tag (not registered by perftune register)")
     plan = RefitPlan.from_json(tags["perftune.refit"])
@@ -58,8 +58,8 @@ def reproduce(registry: ModelRegistry, name: str, version: str | int, workspace:
         plan = replace(plan, workspace=workspace)
     refitted = refit(plan)
     diffs = [
-        MetricDiff(metric, registered, refitted.metrics.get(metric, math.nan), metric in DETERMINISTIC)
-        for metric, registered in sorted(detail.metrics.items())
+        MetricDiff(metric, value, refitted.metrics.get(metric, math.nan), metric in DETERMINISTIC)
+        for metric, value in sorted(registry.registered_metrics(registered).items())
     ]
     now = environment_tags()
     changes = {

@@ -32,7 +32,7 @@ from perftune.serve import protocol
 from perftune.serve.metrics import ServerMetrics
 from perftune.serve.model import LoadedModel, load_version
 from perftune.serve.protocol import RequestError
-from perftune.serve.scoring import ScoringLog
+from perftune.serve.scoring import ScoringLog, attach_labels
 
 log = logging.getLogger("perftune.serve")
 SETTINGS_ENV = "PERFTUNE_SERVE_SETTINGS"
@@ -217,9 +217,12 @@ class Server:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def json(self, request: Request) -> Any:
+    async def json(self, request: Request, empty: Any = None) -> Any:
+        """The body as JSON; an empty body is a 400 unless ``empty`` gives its meaning."""
         raw = await self.body(request)
         if not raw:
+            if empty is not None:
+                return empty
             raise RequestError(400, "empty body; send a JSON document")
         try:
             return orjson.loads(raw)
@@ -413,7 +416,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                     raise RequestError(422, f"items[{i}] needs a string 'request_id' and 'labels'")
                 pairs.append((item["request_id"], item["labels"]))
             await run_in_threadpool(server.scoring.flush)  # labels may follow right after the answer
-            stored, unknown = await run_in_threadpool(server.scoring.attach_labels, server.name, pairs)
+            stored, unknown = await run_in_threadpool(attach_labels, server.scoring.engine, server.name, pairs)
         except RequestError as exc:
             return _error(exc.status, exc.message)
         return _json({"stored": stored, "unknown_request_ids": unknown[:100]}, 200 if stored else 404)
@@ -449,11 +452,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return refused
         if name != server.name:
             return _error(404, f"unknown model {name[:100]!r}; this server serves {server.name!r}")
-        raw = await request.body()
         try:
-            payload = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            return _error(400, "malformed JSON")
+            payload = await server.json(request, empty={})
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
         reference = payload.get("reference") if isinstance(payload, dict) else None
         if reference is not None and (not isinstance(reference, str) or not reference.startswith(server.name)):
             return _error(422, f"'reference' must name a version of {server.name} (NAME@ALIAS or NAME/VERSION)")

@@ -12,17 +12,6 @@ import numpy as np
 from perftune.errors import PerftuneError, UsageError
 from perftune.registry.catalog import ModelRegistry
 
-# MLflow column types → Open Inference Protocol datatypes
-V2_DATATYPE = {
-    "double": "FP64",
-    "float": "FP32",
-    "long": "INT64",
-    "integer": "INT32",
-    "boolean": "BOOL",
-    "string": "BYTES",
-    "binary": "BYTES",
-}
-
 
 def v2_datatype(dtype: np.dtype) -> str:
     """The OIP datatype of a numpy array's dtype."""
@@ -45,15 +34,6 @@ class InputSchema:
     @property
     def n_features(self) -> int:
         return len(self.names)
-
-    @property
-    def numeric(self) -> bool:
-        return all(V2_DATATYPE.get(t, "BYTES") not in ("BYTES",) for t in self.types)
-
-    @property
-    def datatype(self) -> str:
-        kinds = {V2_DATATYPE.get(t, "BYTES") for t in self.types}
-        return kinds.pop() if len(kinds) == 1 else "FP64"
 
 
 @dataclass

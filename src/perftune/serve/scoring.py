@@ -3,7 +3,7 @@
 Rows are queued on the request path (a deque append) and written in batches by one background thread, to
 SQLite (default) or PostgreSQL through SQLAlchemy. ``close()`` — called on SIGTERM via the server's shutdown —
 drains the queue, so every acknowledged request is logged: the row count equals the successful responses.
-Ground-truth labels join later by request id (:meth:`ScoringLog.attach_labels`).
+Ground-truth labels join later by request id (:func:`attach_labels`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from perftune.errors import PerftuneError, UsageError
-from perftune.track.uri import DATABASE_SCHEMES, normalize_tracking_uri
+from perftune.errors import PerftuneError
+from perftune.track.uri import database_url
 
 log = logging.getLogger("perftune.serve")
 
@@ -57,15 +57,11 @@ def _json(value: Any) -> str:
 
 
 def scoring_engine(uri: str) -> sa.Engine:
-    scheme = uri.split(":", 1)[0].split("+", 1)[0]
-    if scheme not in DATABASE_SCHEMES:
-        raise UsageError(f"--scoring-uri {uri!r} is not a database URL; use sqlite:///path.db or postgresql://…")
-    uri = normalize_tracking_uri(uri)
+    uri = database_url(uri, "--scoring-uri", "the scoring log is a database table")
+    sqlite = uri.startswith("sqlite:")
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(
-        uri, pool_pre_ping=True, **({"connect_args": {"timeout": 30}} if scheme == "sqlite" else {})
-    )
+    engine = sa.create_engine(uri, pool_pre_ping=True, **({"connect_args": {"timeout": 30}} if sqlite else {}))
     try:
         metadata.create_all(engine, checkfirst=True)
     except sa.exc.OperationalError as exc:
@@ -153,14 +149,9 @@ class ScoringLog:
         self._thread.join()
         self.engine.dispose()
 
-    # -------------------------------------------------------------------------------------------- labels
-
-    def attach_labels(self, model: str, items: list[tuple[str, Any]]) -> tuple[int, list[str]]:
-        """Store ground truth for logged requests; returns (stored, unknown request ids)."""
-        return attach_labels(self.engine, model, items)
-
 
 def attach_labels(engine: sa.Engine, model: str | None, items: list[tuple[str, Any]]) -> tuple[int, list[str]]:
+    """Store ground truth for logged requests of ``model``; returns (stored, unknown request ids)."""
     ids = [request_id for request_id, _ in items]
     with engine.begin() as conn:
         query = sa.select(scoring_table.c.request_id, scoring_table.c.model, scoring_table.c.rows).where(

@@ -26,12 +26,13 @@ def normalize_tracking_uri(uri: str) -> str:
     return uri
 
 
-def database_url(tracking_uri: str) -> str:
-    """The SQLAlchemy URL of a database-backed tracking store (perftune keeps its audit log there)."""
-    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
+def database_url(
+    uri: str, what: str = "tracking URI", needs: str = "the registry's audit log needs MLflow's database store"
+) -> str:
+    """The SQLAlchemy URL of a database (the tracking store keeps the audit log; the scoring log is one too)."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
     if scheme not in DATABASE_SCHEMES:
         raise UsageError(
-            f"tracking URI {tracking_uri!r} is not a database; the registry's audit log needs MLflow's database "
-            "store: sqlite:///path/mlflow.db (the default) or postgresql://user@host:5432/db"
+            f"{what} {uri!r} is not a database; {needs}: sqlite:///path/file.db or postgresql://user@host:5432/db"
         )
-    return normalize_tracking_uri(tracking_uri)
+    return normalize_tracking_uri(uri)
