@@ -1,4 +1,20 @@
-"""The ``perftune`` command line: parse, call the library, render with Rich. Logic lives in the library."""
+"""The ``perftune`` command line: parse the arguments, call the library, render the result with Rich.
+
+Logic lives in the library (every command is a function call away from Python). Three habits keep this thin
+and fast:
+
+* **Heavy modules are imported inside the command that uses them**, after its arguments (and, for ``tune``,
+  the spec) are checked: a usage error answers before Ray, MLflow, scikit-learn or FastAPI load
+  (``benchmarks/cli_latency.py`` measures it).
+* **One error idiom.** Library code raises :class:`~perftune.errors.PerftuneError`; :class:`_Cli` prints it
+  as one line ``error: …`` and exits with its ``exit_code``. Click's own usage errors (a bad option value) get
+  the same one line. ``--debug`` (or ``PERFTUNE_DEBUG=1``) shows the traceback instead.
+* **One settings object.** Where the workspace, the MLflow store and the scoring log are comes from
+  :class:`~perftune.settings.Settings`: the command's options over ``PERFTUNE_*`` variables.
+
+Exit codes: 0 done; 1 failed, or a check found a problem (``reproduce``: not reproduced); 2 usage error (bad
+option, bad spec, unknown name); 130 interrupted (``tune --resume`` continues).
+"""
 
 from __future__ import annotations
 
@@ -6,42 +22,58 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from perftune import __version__
-from perftune.errors import PerftuneError, UsageError
+from perftune.errors import PerftuneError
+from perftune.settings import Settings
+
+# Piped output (CI logs, `make demo | tee`) gets a wide fixed width instead of Rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 220)))
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else int(os.environ.get("COLUMNS", 220)))
+
+
+def _error_line(message: str) -> None:
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class _Cli(TyperGroup):
+    """The root command: turns every expected error into one line and an exit code (see the module doc)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PerftuneError as exc:
+            if isinstance(ctx.obj, Settings) and ctx.obj.debug:
+                raise
+            _error_line(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except TyperException as exc:  # click's usage errors (bad option value, unknown command, missing argument)
+            if exc.exit_code != 2 or type(exc).__name__ == "NoArgsIsHelpError":
+                raise  # "no arguments" shows the help, as asked
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) else "perftune"
+            _error_line(f"{exc.format_message()} (see: {where} --help)")
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
+    cls=_Cli,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Tune, track and compare models with system metrics as first-class objectives.",
 )
-# Piped output (CI logs, `make demo | tee`) gets a wide fixed width instead of Rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 220)))
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else int(os.environ.get("COLUMNS", 220)))
-_debug = False
 
 
-def _fail(exc: BaseException) -> NoReturn:
-    if _debug:
-        raise exc
-    code = getattr(exc, "exit_code", 1)
-    err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _call(work: Callable[[], Any]) -> Any:
-    """Run library code; a PerftuneError becomes a one-line message and its exit code."""
-    try:
-        return work()
-    except PerftuneError as exc:
-        _fail(exc)
+def _settings(**given: Any) -> Settings:
+    """This command's settings: its options over ``PERFTUNE_*`` variables (``None``: option not given)."""
+    return Settings.load(**given)
 
 
 def _version(value: bool) -> None:
@@ -52,13 +84,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (or PERFTUNE_DEBUG=1).")] = False,
 ) -> None:
-    global _debug
-    _debug = debug
+    ctx.obj = Settings.load(debug=debug or None)
+
+
+# ------------------------------------------------------------------------------------------------ studies
+
+Workspace = Annotated[
+    Path | None, typer.Option(help="Workspace folder (default $PERFTUNE_WORKSPACE or ./perftune-workspace).")
+]
 
 
 @app.command()
@@ -67,27 +106,28 @@ def tune(
     out: Annotated[Path | None, typer.Option(help="Output folder (default <workspace>/runs/<study>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted study in --out.")] = False,
     address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster, e.g. ray://head:10001.")] = None,
-    workspace: Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")] = None,
+    workspace: Workspace = None,
     tracking_uri: Annotated[
         str | None,
         typer.Option(help="MLflow store, e.g. postgresql://host:5432/db (default: the spec's, else SQLite)."),
     ] = None,
 ) -> None:
     """Run a study: tune every dataset × model under the spec's objectives and budgets."""
-    from perftune.console import LiveProgress, compute_line, result_table
     from perftune.spec import load_spec
+    from perftune.tuning.plan import make_plan
+
+    loaded = load_spec(spec)
+    if workspace is not None:
+        loaded.workspace = str(workspace)
+    if tracking_uri is not None:
+        loaded.tracking.uri = tracking_uri
+    make_plan(loaded)  # every spec error, before Ray and MLflow are imported
+
+    from perftune.console import LiveProgress, compute_line, result_table
     from perftune.tuning.engine import run_study
 
-    try:
-        loaded = load_spec(spec)
-        if workspace is not None:
-            loaded.workspace = str(workspace)
-        if tracking_uri is not None:
-            loaded.tracking.uri = tracking_uri
-        with LiveProgress(console, loaded.name or spec.stem) as progress:
-            result = run_study(loaded, out=out, resume=resume, address=address, progress=progress, spec_path=str(spec))
-    except PerftuneError as exc:
-        _fail(exc)
+    with LiveProgress(console, loaded.name or spec.stem) as progress:
+        result = run_study(loaded, out=out, resume=resume, address=address, progress=progress, spec_path=str(spec))
     console.print(result_table(result))
     for note in result.skipped:
         console.print(f"[yellow]skipped[/] {note['dataset']} × {note['model']}: {note['reason']}")
@@ -104,12 +144,11 @@ def datasets(
     all_: Annotated[bool, typer.Option("--all", help="Also list datasets that would be downloaded.")] = False,
 ) -> None:
     """List the datasets perftune can load, and from where."""
+    from rich.table import Table
+
     from perftune.data import data_dir, list_datasets
 
-    try:
-        infos = list_datasets(everything=all_)
-    except PerftuneError as exc:
-        _fail(exc)
+    infos = list_datasets(everything=all_)
     table = Table(title=f"datasets (data dir: {data_dir()}; set PERFTUNE_DATA_DIR to change)", title_justify="left")
     for column in ("name", "source", "task", "rows", "features", "available", "location"):
         table.add_column(column, overflow="fold")
@@ -137,16 +176,11 @@ def report(
     evaluator: Annotated[str, typer.Option(help="Importance evaluator: fanova or ped_anova.")] = "fanova",
 ) -> None:
     """Write the study's HTML report (RQ1 effects, learning curves, Pareto, RQ2) to RUN/report/index.html."""
-    from perftune.analysis.effects import EVALUATORS
+    from perftune.analysis.effects import check_evaluator
     from perftune.report.html import build_report
 
-    if evaluator not in EVALUATORS:
-        _fail(UsageError(f"--evaluator {evaluator!r} is unknown; use one of {', '.join(EVALUATORS)}"))
-    try:
-        page = build_report(run, evaluator=evaluator)
-    except PerftuneError as exc:
-        _fail(exc)
-    console.print(f"report: {page}")
+    check_evaluator(evaluator)
+    console.print(f"report: {build_report(run, evaluator=evaluator)}")
 
 
 @app.command()
@@ -158,16 +192,17 @@ def savings(
     rerun: Annotated[bool, typer.Option("--rerun", help="Run both studies again even if matching runs exist.")] = False,
 ) -> None:
     """RQ2: run the spec with policy none and with its own policy; compare compute, regret and false stops."""
+    from perftune.spec import load_spec
+    from perftune.tuning.plan import make_plan
+
+    loaded = load_spec(spec)
+    make_plan(loaded)
+
     from perftune.analysis.savings import run_savings
     from perftune.console import LiveProgress, savings_table
-    from perftune.spec import load_spec
 
-    try:
-        loaded = load_spec(spec)
-        with LiveProgress(console, loaded.name or spec.stem) as progress:
-            result = run_savings(loaded, out=out, spec_path=str(spec), progress=progress, rerun=rerun)
-    except PerftuneError as exc:
-        _fail(exc)
+    with LiveProgress(console, loaded.name or spec.stem) as progress:
+        result = run_savings(loaded, out=out, spec_path=str(spec), progress=progress, rerun=rerun)
     console.print(savings_table(result))
     console.print(
         f"written to {Path(result.policy_run) / 'savings.json'} (and summary.json); "
@@ -185,8 +220,7 @@ def compare(
     from perftune.console import compare_tables
     from perftune.tuning.results import load_study
 
-    comparison = _call(lambda: side_by_side(load_study(run_a), load_study(run_b)))
-    console.print(*compare_tables(comparison))
+    console.print(*compare_tables(side_by_side(load_study(run_a), load_study(run_b))))
 
 
 @app.command()
@@ -206,12 +240,9 @@ def register(
     """Refit the best feasible trial, test it on held-out data, gate it, and register it as `challenger`."""
     from perftune.registry.register import register as register_trial
 
-    try:
-        result = register_trial(
-            run, name, dataset=dataset, model=model, trial_id=trial, force=force, tracking_uri=tracking_uri
-        )
-    except PerftuneError as exc:
-        _fail(exc)
+    result = register_trial(
+        run, name, dataset=dataset, model=model, trial_id=trial, force=force, tracking_uri=tracking_uri
+    )
     for check in result.gate:
         mark = "– " if not check.applies else "[green]✓[/] " if check.passed else "[red]✗[/] "
         console.print(mark + check.message())
@@ -230,39 +261,21 @@ def register(
 TrackingUri = Annotated[
     str | None,
     typer.Option(
-        envvar="MLFLOW_TRACKING_URI",
-        help="MLflow store (default sqlite:///<workspace>/mlflow.db), e.g. postgresql://host:5432/db.",
+        help="MLflow store (default $PERFTUNE_TRACKING_URI, $MLFLOW_TRACKING_URI, else sqlite:///<workspace>/mlflow.db).",
     ),
 ]
-Workspace = Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")]
 Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the audit log.")]
-
-
-def _tracking_uri(tracking_uri: str | None, workspace: Path | None) -> str:
-    """--tracking-uri (normalized), else the workspace's SQLite store, which must exist."""
-    from perftune.data import Locations
-    from perftune.track.uri import default_tracking_uri, normalize_tracking_uri
-
-    if tracking_uri:
-        return normalize_tracking_uri(tracking_uri)
-    root = Locations.default(workspace).workspace
-    if not (root / "mlflow.db").is_file():
-        raise UsageError(
-            f"no tracking store at {root / 'mlflow.db'}; run a study first (make demo), or pass --workspace "
-            "or --tracking-uri"
-        )
-    return default_tracking_uri(root)
 
 
 def _registry(tracking_uri: str | None, workspace: Path | None):  # -> ModelRegistry
     from perftune.registry.catalog import ModelRegistry
 
-    return ModelRegistry(_tracking_uri(tracking_uri, workspace))
+    return ModelRegistry(_settings(tracking_uri=tracking_uri, workspace=workspace).existing_tracking_uri())
 
 
 def _move(tracking_uri: str | None, workspace: Path | None, name: str, action: Callable[[Any], Any], note: str = ""):
     """Run one alias move on the registry and print it (``name alias: vA → vB``)."""
-    entry = _call(lambda: action(_registry(tracking_uri, workspace)))
+    entry = action(_registry(tracking_uri, workspace))
     console.print(f"{name} {entry.move()}{note}")
 
 
@@ -273,15 +286,12 @@ app.add_typer(models_app, name="models")
 @models_app.callback(invoke_without_command=True)
 def models_list(ctx: typer.Context, tracking_uri: TrackingUri = None, workspace: Workspace = None) -> None:
     """Registered models, their versions, aliases and the champion's held-out test metrics."""
-    from perftune.console import models_table
-
     if ctx.invoked_subcommand is not None:
         return
-    try:
-        registry = _registry(tracking_uri, workspace)
-        console.print(models_table(registry.models(), registry.tracking_uri))
-    except PerftuneError as exc:
-        _fail(exc)
+    from perftune.console import models_table
+
+    registry = _registry(tracking_uri, workspace)
+    console.print(models_table(registry.models(), registry.tracking_uri))
 
 
 @models_app.command("show")
@@ -294,8 +304,7 @@ def models_show(
     """One version: aliases, status, gate results, test metrics (ML + system) and lineage."""
     from perftune.console import version_tables
 
-    detail = _call(lambda: _registry(tracking_uri, workspace).show(name, version))
-    console.print(*version_tables(detail))
+    console.print(*version_tables(_registry(tracking_uri, workspace).show(name, version)))
 
 
 @app.command()
@@ -343,11 +352,7 @@ def history(
     """The audit log: every alias move of NAME with time, user, from → to and reason."""
     from perftune.console import history_table
 
-    try:
-        entries = _registry(tracking_uri, workspace).history(name)
-    except PerftuneError as exc:
-        _fail(exc)
-    console.print(history_table(name, entries))
+    console.print(history_table(name, _registry(tracking_uri, workspace).history(name)))
 
 
 @app.command()
@@ -363,11 +368,8 @@ def reproduce(
     from perftune.console import reproduction_table
     from perftune.registry.reproduce import reproduce as reproduce_version
 
-    try:
-        registry = _registry(tracking_uri, workspace)
-        rep = reproduce_version(registry, name, version, str(workspace.resolve()) if workspace else None)
-    except PerftuneError as exc:
-        _fail(exc)
+    registry = _registry(tracking_uri, workspace)
+    rep = reproduce_version(registry, name, version, str(workspace.resolve()) if workspace else None)
     console.print(reproduction_table(rep))
     if rep.data_matches:
         console.print(f"data: identical (sha256 {rep.fingerprint_now[:16]}…)")
@@ -387,13 +389,18 @@ def reproduce(
 
 # ------------------------------------------------------------------------------------------------ serving
 
+ScoringUri = Annotated[
+    str | None,
+    typer.Option(help="Scoring log database (default $PERFTUNE_SCORING_URI, else sqlite:///<workspace>/scoring.db)."),
+]
+
 
 @app.command()
 def serve(
     reference: Annotated[str, typer.Argument(help="NAME@ALIAS (followed: hot swap on promote) or NAME/VERSION.")],
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for all).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8080,
-    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    port: Annotated[int, typer.Option(help="Port (1–65535).")] = 8080,
+    workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
     token_file: Annotated[
         Path | None, typer.Option(help="Bearer token (≥ 16 chars) required on inference, feedback, management.")
     ] = None,
@@ -401,82 +408,61 @@ def serve(
     protect_metrics: Annotated[
         bool, typer.Option("--protect-metrics", help="Require the token on /metrics too.")
     ] = False,
-    scoring_uri: Annotated[
-        str | None, typer.Option(help="Scoring log database (default sqlite:///<workspace>/scoring.db).")
-    ] = None,
+    scoring_uri: ScoringUri = None,
     no_scoring_log: Annotated[bool, typer.Option("--no-scoring-log", help="Do not log requests.")] = False,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 beyond).")] = 10.0,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 beyond); > 0.")] = 10.0,
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: never).")] = 2.0,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
     tracking_uri: TrackingUri = None,
     workspace: Workspace = None,
 ) -> None:
     """Serve a registered version over REST (Open Inference Protocol v2 and MLflow /invocations)."""
-    import logging
-    import shutil
-    import tempfile
+    import math
 
-    import uvicorn
+    from perftune.serve.settings import ServeSettings
 
-    from perftune.data import Locations
-    from perftune.serve.app import SETTINGS_ENV, ServeSettings, create_app
-
-    root = Locations.default(workspace).workspace
-    settings = ServeSettings(
+    settings = _settings(tracking_uri=tracking_uri, workspace=workspace, scoring_uri=scoring_uri)
+    serve_settings = ServeSettings.build(  # every option is checked here, before anything loads
         reference=reference,
-        tracking_uri=_call(lambda: _tracking_uri(tracking_uri, workspace)),
-        scoring_uri=None if no_scoring_log else (scoring_uri or f"sqlite:///{root.resolve() / 'scoring.db'}"),
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level.lower(),
         token_file=str(token_file) if token_file else None,
         protect_health=protect_health,
         protect_metrics=protect_metrics,
-        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_body_bytes=int(max_body_mb * 2**20) if math.isfinite(max_body_mb) else max_body_mb,
         poll_interval_s=poll_interval,
+        tracking_uri="-",  # filled in below, once the options are known to be right
+        scoring_uri=None,
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = {"host": host, "port": port, "access_log": False, "log_level": log_level, "timeout_graceful_shutdown": 30}
-    options.update(loop="uvloop", http="httptools")
-    if workers == 1:
-        application = _call(lambda: create_app(settings))  # load errors surface before the port opens
-        model = application.state.server.model
-        console.print(
-            f"serving {model.name} v{model.version}"
-            + (f" (following {reference})" if "@" in reference else "")
-            + f" on http://{host}:{port} — /v2/models/{model.name}/infer, /invocations, /metrics, /docs",
-            highlight=False,
-        )
-        uvicorn.run(application, **options)
-        return
-    _call(lambda: create_app(settings).state.server.close())  # check it loads once, with a clear error if not
-    os.environ[SETTINGS_ENV] = settings.model_dump_json()
-    own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-    if own_metrics_dir:  # the workers' metric files; removed when the server stops
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="perftune-metrics-")
-    console.print(f"serving {reference} with {workers} workers on http://{host}:{port}", highlight=False)
-    try:
-        uvicorn.run("perftune.serve.app:create_app_from_env", factory=True, workers=workers, **options)
-    finally:
-        if own_metrics_dir:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    serve_settings.token()  # a missing or short token file is an error now, not after loading
+    serve_settings = serve_settings.model_copy(
+        update={
+            "tracking_uri": settings.existing_tracking_uri(),
+            "scoring_uri": None if no_scoring_log else settings.scoring_uri_or_default(),
+        }
+    )
+    from perftune.serve.run import run_server
+
+    run_server(serve_settings, announce=lambda line: console.print(line, highlight=False))
 
 
 @app.command()
 def feedback(
     file: Annotated[Path, typer.Argument(help="CSV or JSON lines with request_id and label columns.")],
     model: Annotated[str, typer.Option(help="Registered model name the requests went to.")],
-    scoring_uri: Annotated[
-        str | None, typer.Option(help="Scoring log database (default sqlite:///<workspace>/scoring.db).")
-    ] = None,
+    scoring_uri: ScoringUri = None,
     workspace: Workspace = None,
 ) -> None:
     """Attach ground-truth labels to logged requests (rows of one request in order)."""
-    from perftune.data import Locations
     from perftune.serve.feedback import read_labels
+
+    items = read_labels(file)
     from perftune.serve.scoring import attach_labels, scoring_engine
 
-    root = Locations.default(workspace).workspace
-    uri = scoring_uri or f"sqlite:///{root.resolve() / 'scoring.db'}"
-    items = _call(lambda: read_labels(file))
-    stored, unknown = _call(lambda: attach_labels(scoring_engine(uri), model, items))
+    uri = _settings(scoring_uri=scoring_uri, workspace=workspace).scoring_uri_or_default()
+    stored, unknown = attach_labels(scoring_engine(uri), model, items)
     console.print(
         f"labels stored for {stored} requests" + (f"; unknown request ids: {len(unknown)}" if unknown else "")
     )
@@ -492,7 +478,7 @@ def deploy(
     target: Annotated[str, typer.Option(help="Deployment target (k8s).")] = "k8s",
     target_rps: Annotated[float, typer.Option(help="Single-row requests per second to plan for.")] = 100.0,
     image: Annotated[str, typer.Option(help="Container image of the server.")] = "perftune-serve:latest",
-    port: Annotated[int, typer.Option(help="Container port.")] = 8080,
+    port: Annotated[int, typer.Option(help="Container port (1–65535).")] = 8080,
     token_secret: Annotated[
         str | None, typer.Option(help="Kubernetes Secret holding the bearer token (key: token).")
     ] = None,
@@ -500,17 +486,17 @@ def deploy(
     workspace: Workspace = None,
 ) -> None:
     """Write a Dockerfile and Kubernetes manifests sized from the version's measured latency and memory."""
-    from perftune.serve.deploy import sizing_from_tags, write_deploy
+    from perftune.serve.deploy import check_deploy_options, sizing_from_tags, write_deploy
 
-    if target != "k8s":
-        _fail(UsageError(f"--target {target!r} is not supported; use k8s"))
-    registry = _call(lambda: _registry(tracking_uri, workspace))
-    version = _call(lambda: registry.resolve(reference))
-    sizing = _call(lambda: sizing_from_tags(version.name, str(version.version), version.tags, target_rps))
+    check_deploy_options(target, target_rps, port, out)
+    version = _registry(tracking_uri, workspace).servable(reference)  # archived versions are refused
+    sizing = sizing_from_tags(version.name, str(version.version), version.tags, target_rps)
     written = write_deploy(out, sizing, reference, image, port, token_secret)
     console.print(sizing.explanation(), highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
 
+
+# ------------------------------------------------------------------------------------------------ data store
 
 data_app = typer.Typer(no_args_is_help=True, help="The versioned ML data store in the workspace.")
 app.add_typer(data_app, name="data")
@@ -525,30 +511,15 @@ def data_ingest(
     duplicates: Annotated[str, typer.Option(help="Duplicate rows: drop, keep or reject.")] = "drop",
     constant_columns: Annotated[str, typer.Option(help="Constant feature columns: drop or keep.")] = "drop",
     non_numeric: Annotated[str, typer.Option(help="Non-numeric feature columns: reject or drop.")] = "reject",
-    workspace: Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")] = None,
+    workspace: Workspace = None,
 ) -> None:
     """Validate, clean and store a table as a content-addressed version (same content → same version)."""
-    from pydantic import TypeAdapter, ValidationError
+    from perftune.data.store import DataStore, cleaning_rules
 
-    from perftune.data import Locations
-    from perftune.data.store import CleaningRules, DataStore
-
-    try:
-        rules = TypeAdapter(CleaningRules).validate_python(
-            {
-                "missing": missing,
-                "duplicates": duplicates,
-                "constant_columns": constant_columns,
-                "non_numeric": non_numeric,
-            }
-        )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        _fail(UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}"))
-    try:
-        stored = DataStore(Locations.default(workspace).workspace).ingest(path, name, target, rules)
-    except PerftuneError as exc:
-        _fail(exc)
+    rules = cleaning_rules(
+        missing=missing, duplicates=duplicates, constant_columns=constant_columns, non_numeric=non_numeric
+    )
+    stored = DataStore(_settings(workspace=workspace).workspace).ingest(path, name, target, rules)
     report = stored.report
     console.print(
         f"{'unchanged' if stored.reused else 'stored'}: store:{stored.name}@{stored.version} "
@@ -566,13 +537,14 @@ def data_ingest(
 @data_app.command("list")
 def data_list(
     name: Annotated[str | None, typer.Argument(help="Only this dataset's versions.")] = None,
-    workspace: Annotated[Path | None, typer.Option(help="Workspace folder (default ./perftune-workspace).")] = None,
+    workspace: Workspace = None,
 ) -> None:
     """Versions in the data store."""
-    from perftune.data import Locations
+    from rich.table import Table
+
     from perftune.data.store import DataStore
 
-    store = DataStore(Locations.default(workspace).workspace)
+    store = DataStore(_settings(workspace=workspace).workspace)
     table = Table(title=f"data store: {store.root}", title_justify="left")
     table.add_column("dataset", no_wrap=True)
     table.add_column("version", no_wrap=True)

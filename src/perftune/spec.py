@@ -7,11 +7,9 @@ planned (:mod:`perftune.tuning.plan`), still before anything runs.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +26,12 @@ from pydantic import (
     model_validator,
 )
 
-from perftune.errors import SpecError
+from perftune.errors import SpecError, did_you_mean
+from perftune.settings import default_workspace
 from perftune.track.uri import default_tracking_uri, normalize_tracking_uri
 
 Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
-DEFAULT_WORKSPACE = "perftune-workspace"
 
 
 class _Model(BaseModel):
@@ -376,7 +374,7 @@ class Spec(_Model):
 
     # -- derived ----------------------------------------------------------------------------------
     def workspace_path(self) -> Path:
-        return Path(self.workspace or os.environ.get("PERFTUNE_WORKSPACE") or DEFAULT_WORKSPACE)
+        return Path(self.workspace) if self.workspace else default_workspace()
 
     def tracking_uri(self) -> str:
         if self.tracking.uri:
@@ -440,10 +438,7 @@ def _describe(err: Any) -> str:
     loc = _loc(err["loc"])
     if err["type"] == "extra_forbidden":
         allowed = _fields_at(err["loc"][:-1])
-        field = str(err["loc"][-1])
-        hint = difflib.get_close_matches(field, allowed, n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        return f"{loc}: unknown field{suggestion}; allowed: {', '.join(allowed)}"
+        return f"{loc}: unknown field{did_you_mean(str(err['loc'][-1]), allowed)}; allowed: {', '.join(allowed)}"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")

@@ -71,12 +71,50 @@ def test_deploy_writes_valid_manifests_sized_from_the_versions_measurements(regi
         (["serve", "diabetes-clf"], "names no version"),
         (["serve", "diabetes-clf/9"], "has no version '9'"),
         (["deploy", "diabetes-clf@champion", "--target", "nomad"], "not supported"),
-        (["deploy", "diabetes-clf@champion", "--target-rps", "0"], "must be positive"),
+        (["deploy", "diabetes-clf@champion", "--target-rps", "0"], "--target-rps 0: give a positive, finite number"),
+        (["deploy", "diabetes-clf@champion", "--target-rps", "nan"], "--target-rps nan: give a positive, finite"),
+        (["deploy", "diabetes-clf@champion", "--target-rps", "inf"], "--target-rps inf: give a positive, finite"),
+        (["deploy", "diabetes-clf@champion", "--target-rps", "1e12"], "more than 1000; check the number"),
+        (["deploy", "diabetes-clf@champion", "--port", "0"], "--port 0: a port is 1–65535"),
+        (["serve", "diabetes-clf@champion", "--port", "99999"], "--port 99999: input should be less than or equal"),
+        (["serve", "diabetes-clf@champion", "--port", "0"], "--port 0: input should be greater than or equal to 1"),
+        (["serve", "diabetes-clf@champion", "--max-body-mb", "-1"], "--max-body-mb -1: input should be greater than 0"),
+        (["serve", "diabetes-clf@champion", "--max-body-mb", "nan"], "--max-body-mb nan: input should be a finite"),
+        (["serve", "diabetes-clf@champion", "--workers", "0"], "--workers 0: input should be greater than or equal"),
+        (["serve", "diabetes-clf@champion", "--poll-interval", "-2"], "--poll-interval -2.0: input should be greater"),
+        (["serve", "diabetes-clf@champion", "--log-level", "loud"], "--log-level loud: input should be 'critical'"),
+        (["serve", "diabetes-clf@champion", "--port", "http"], "Invalid value for '--port'"),
     ],
 )
 def test_bad_references_and_options_are_one_line_errors(registered, args, message):
     result = cli(*args, "--tracking-uri", registered.uri)
-    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("error: ")
+    assert "serving" not in result.output
+
+
+def test_a_busy_port_is_a_one_line_error_before_the_server_says_it_serves(registered):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "diabetes-clf@champion", "--port", str(port), "--tracking-uri", registered.uri)
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip()
+        == f"error: --port {port}: 127.0.0.1:{port} is in use; stop what listens there or pick another port"
+    )
+
+
+def test_deploy_refuses_an_out_that_is_a_file(registered, tmp_path):
+    target = tmp_path / "manifests.yaml"
+    target.write_text("keep me\n")
+    result = cli("deploy", "diabetes-clf@champion", "--out", str(target), "--tracking-uri", registered.uri)
+    assert result.exit_code == 2 and "is a file; name a folder" in result.output
+    assert target.read_text() == "keep me\n"
 
 
 def test_a_short_token_file_and_an_archived_version_are_refused(registered, tmp_path):
@@ -92,6 +130,10 @@ def test_a_short_token_file_and_an_archived_version_are_refused(registered, tmp_
     registry.close()
     result = cli("serve", f"diabetes-clf/{extra.version}", "--tracking-uri", registered.uri)
     assert result.exit_code == 2 and "archived and cannot be served" in result.output
+    out = tmp_path / "deploy"
+    result = cli("deploy", f"diabetes-clf/{extra.version}", "--out", str(out), "--tracking-uri", registered.uri)
+    assert result.exit_code == 2 and "archived and cannot be served or deployed" in result.output
+    assert not out.exists()  # no manifests that `serve` would then refuse
 
 
 def test_feedback_cli_attaches_labels_and_reports_unknown_ids(registered, tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from perftune.errors import UsageError
 from perftune.measure.metrics import get_metric
 from perftune.tuning.results import TrialRecord
 from perftune.tuning.trial import COMPLETED, FAILED
@@ -34,6 +35,14 @@ SYSTEM_METRICS = (
 )
 ML_METRICS = ("val_loss", "accuracy", "rmse")
 EVALUATORS = ("fanova", "ped_anova")
+
+
+def check_evaluator(evaluator: str) -> None:
+    """Raise a one-line :class:`UsageError` for an unknown importance evaluator."""
+    if evaluator not in EVALUATORS:
+        raise UsageError(f"--evaluator {evaluator!r} is unknown; use one of {', '.join(EVALUATORS)}")
+
+
 MAX_VALUES = 12  # hyperparameters with more distinct values (random / TPE search) are binned
 BINS = 6
 

@@ -1,15 +1,46 @@
-"""Data: load → validate → fingerprint → split."""
+"""Data: load → validate → fingerprint → split.
+
+Names are imported on first use (PEP 562), so ``perftune.data.sources`` — which checking a spec needs — does
+not pull in scikit-learn's splitting and pandas' readers with it.
+"""
 
 from __future__ import annotations
 
-from perftune.data.dataset import Dataset, dataset_from_frame
-from perftune.data.sources import DEFAULT_SOURCE, DatasetInfo, Locations, data_dir, list_datasets, read_table
-from perftune.data.split import Fold, PreparedData, prepare
-from perftune.spec import DatasetSpec
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from perftune.data.dataset import Dataset
+    from perftune.data.sources import DatasetInfo, Locations
+    from perftune.data.split import Fold, PreparedData
+    from perftune.spec import DatasetSpec
+
+_LAZY = {
+    "Dataset": "perftune.data.dataset",
+    "dataset_from_frame": "perftune.data.dataset",
+    "DEFAULT_SOURCE": "perftune.data.sources",
+    "DatasetInfo": "perftune.data.sources",
+    "Locations": "perftune.data.sources",
+    "data_dir": "perftune.data.sources",
+    "list_datasets": "perftune.data.sources",
+    "read_table": "perftune.data.sources",
+    "Fold": "perftune.data.split",
+    "PreparedData": "perftune.data.split",
+    "prepare": "perftune.data.split",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'perftune.data' has no attribute {name!r}")
 
 
 def load_dataset(spec: DatasetSpec, *, seed: int = 0, where: Locations | None = None) -> Dataset:
     """Read, validate and fingerprint one dataset named in a spec."""
+    from perftune.data.dataset import dataset_from_frame
+    from perftune.data.sources import DEFAULT_SOURCE, read_table
+
     raw = read_table(spec, where)
     return dataset_from_frame(
         raw.frame,

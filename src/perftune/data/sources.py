@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from perftune.errors import DatasetError
+from perftune.settings import default_workspace
 from perftune.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_SOURCE = "pmlb"
 
@@ -39,7 +41,7 @@ class Locations:
     @classmethod
     def default(cls, workspace: Path | str | None = None, recorded_data_dir: str | None = None) -> Locations:
         """$PERFTUNE_DATA_DIR if set, else the data dir a study recorded (refits), else the user's cache."""
-        chosen = workspace or os.environ.get("PERFTUNE_WORKSPACE") or "perftune-workspace"
+        chosen = workspace or default_workspace()
         if recorded_data_dir and not os.environ.get("PERFTUNE_DATA_DIR"):
             return cls(Path(recorded_data_dir), Path(chosen))
         return cls(data_dir(), Path(chosen))

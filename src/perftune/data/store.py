@@ -20,7 +20,7 @@ import pandas as pd
 
 from perftune.data.dataset import fingerprint_frame, infer_task
 from perftune.data.sources import DatasetInfo, Locations, RawTable, register_source
-from perftune.errors import DatasetError
+from perftune.errors import DatasetError, UsageError
 from perftune.spec import DatasetSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -34,6 +34,17 @@ class CleaningRules:
     duplicates: Literal["keep", "drop", "reject"] = "drop"
     constant_columns: Literal["keep", "drop"] = "drop"
     non_numeric: Literal["reject", "drop"] = "reject"
+
+
+def cleaning_rules(**rules: str) -> CleaningRules:
+    """Rules from option values (``missing="drop_rows"``, …); a bad value is a one-line :class:`UsageError`."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(CleaningRules).validate_python(rules)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
 
 
 @dataclass

@@ -7,14 +7,13 @@ only knows how to take one step on a mini-batch, evaluate, predict and serialize
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from perftune.errors import SpecError
+from perftune.errors import SpecError, did_you_mean
 
 
 class TrainingParams(BaseModel):
@@ -82,8 +81,7 @@ def get_family(name: str) -> type[Trainer]:
     try:
         return _FAMILIES[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _FAMILIES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, _FAMILIES)
         raise SpecError(f"unknown model family {name!r}{hint}; known: {', '.join(sorted(_FAMILIES))}") from None
 
 
@@ -103,7 +101,8 @@ def validate_params(family: type[Trainer], params: dict[str, Any]) -> TrainingPa
             field = ".".join(str(p) for p in err["loc"]) or "params"
             if err["type"] == "extra_forbidden":
                 allowed = ", ".join(family.Params.model_fields)
-                problems.append(f"{family.name} has no hyperparameter {field!r}; it takes {allowed}")
+                hint = did_you_mean(field, family.Params.model_fields)
+                problems.append(f"{family.name} has no hyperparameter {field!r}{hint}; it takes {allowed}")
             elif err["type"] == "missing":
                 problems.append(f"{family.name} needs hyperparameter {field!r}")
             else:

@@ -12,14 +12,16 @@ sgd_svm        linear SVM (hinge)              linear SVR (epsilon_insensitive)
 from __future__ import annotations
 
 import pickle
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import Field
-from sklearn.linear_model import SGDClassifier, SGDRegressor
 
 from perftune.measure import ml
 from perftune.models.base import TaskInfo, TrainingParams, TrialDiverged, register_family
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import SGDClassifier, SGDRegressor
 
 _LOSS_FNS: dict[str, ml.LossFn] = {
     "squared_error": ml.squared_loss,
@@ -43,6 +45,9 @@ class _SGDTrainer:
     Params: ClassVar[type[TrainingParams]] = SGDParams
 
     def __init__(self, params: SGDParams, info: TaskInfo, seed: int) -> None:
+        # Imported here: checking a spec against the family's hyperparameters must not wait for scikit-learn.
+        from sklearn.linear_model import SGDClassifier, SGDRegressor
+
         self.params, self.info = params, info
         self.loss_name = self.losses[info.task]
         self._loss_fn = _LOSS_FNS[self.loss_name]

@@ -123,6 +123,16 @@ class ModelRegistry:
                 return self.version(name, version)
         raise UsageError(f"{reference!r} names no version; use NAME@ALIAS (e.g. {reference}@champion) or NAME/VERSION")
 
+    def servable(self, reference: str) -> Any:
+        """Resolve ``reference`` to a version that may be served or deployed (archived versions are refused)."""
+        version = self.resolve(reference)
+        if self.is_archived(version):
+            raise UsageError(
+                f"{version.name} v{version.version} is archived and cannot be served or deployed; "
+                "promote or name another version"
+            )
+        return version
+
     def aliases(self, name: str) -> dict[str, str]:
         """``{alias: version}`` of a registered model (versions as strings, as everywhere in perftune)."""
         return {alias: str(v) for alias, v in self.model(name).aliases.items()}

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,35 +32,11 @@ from perftune.serve.metrics import ServerMetrics
 from perftune.serve.model import LoadedModel, load_version
 from perftune.serve.protocol import RequestError
 from perftune.serve.scoring import ScoringLog, attach_labels
+from perftune.serve.settings import SETTINGS_ENV, ServeSettings
 
 log = logging.getLogger("perftune.serve")
-SETTINGS_ENV = "PERFTUNE_SERVE_SETTINGS"
+
 INLINE_ROWS = 256  # larger batches predict in a worker thread so the event loop keeps answering
-
-
-class ServeSettings(BaseModel):
-    """Everything a server process needs (passed to ``--workers`` processes as JSON)."""
-
-    reference: str = Field(description="NAME@ALIAS (followed) or NAME/VERSION (pinned)")
-    tracking_uri: str
-    scoring_uri: str | None = Field(default=None, description="None: no scoring log")
-    token_file: str | None = None
-    protect_health: bool = False
-    protect_metrics: bool = False
-    max_body_bytes: int = 10 * 1024 * 1024
-    poll_interval_s: float = 2.0
-
-    def token(self) -> str | None:
-        if not self.token_file:
-            return None
-        path = Path(self.token_file)
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"--token-file {path}: {exc.strerror}") from exc
-        if len(token) < 16:
-            raise UsageError(f"--token-file {path}: the token must be at least 16 characters")
-        return token
 
 
 # --------------------------------------------------------------------------------------- documented bodies

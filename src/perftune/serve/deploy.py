@@ -31,6 +31,9 @@ from perftune.errors import UsageError
 # (uvicorn, FastAPI, scikit-learn, the scoring log) holding a small model after load (238 MB).
 SERVER_OVERHEAD_MS = 0.6
 SERVER_BASELINE_MB = 240.0
+TARGETS = ("k8s",)
+# More replicas than this is not a sizing perftune should write unattended (and beyond what one HPA should manage).
+MAX_REPLICAS = 1000
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,26 @@ def sizing_from_tags(name: str, version: str, tags: dict[str, str], target_rps: 
             f"{name} v{version} has no measured test.latency_ms_p50 / predict_memory_mb / model_size_bytes; "
             "deploy sizes from perftune register's measurements"
         ) from None
-    if target_rps <= 0:
-        raise UsageError("--target-rps must be positive")
-    return Sizing(name, version, latency, memory, size_mb, target_rps)
+    sizing = Sizing(name, version, latency, memory, size_mb, target_rps)
+    if sizing.replicas > MAX_REPLICAS:
+        raise UsageError(
+            f"--target-rps {target_rps:g} needs {sizing.replicas} replicas of {name} v{version} "
+            f"({sizing.per_replica_rps:.1f} rps each), more than {MAX_REPLICAS}; check the number, or plan such "
+            "a fleet by hand"
+        )
+    return sizing
+
+
+def check_deploy_options(target: str, target_rps: float, port: int, out: Path) -> None:
+    """One-line :class:`UsageError` for a bad option, before the registry is opened."""
+    if target not in TARGETS:
+        raise UsageError(f"--target {target!r} is not supported; use {', '.join(TARGETS)}")
+    if not (math.isfinite(target_rps) and target_rps > 0):
+        raise UsageError(f"--target-rps {target_rps:g}: give a positive, finite number of requests per second")
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port}: a port is 1–65535")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a folder for the manifests")
 
 
 def _labels(s: Sizing) -> dict[str, str]:

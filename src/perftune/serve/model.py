@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from perftune.errors import PerftuneError, UsageError
+from perftune.errors import PerftuneError
 from perftune.registry.catalog import ModelRegistry
 
 
@@ -72,10 +72,8 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
     import mlflow
     import pandas as pd
 
-    version = registry.resolve(reference)
+    version = registry.servable(reference)
     name, number = version.name, str(version.version)
-    if registry.is_archived(version):
-        raise UsageError(f"{name} v{number} is archived and cannot be served; promote or serve another version")
     model_uri = f"models:/{name}/{number}"
     started = time.perf_counter()
     mlflow.set_registry_uri(registry.tracking_uri)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,18 @@ from perftune.tuning.results import StudyResult, TrialRecord
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 _RUN_STATUS = {"completed": "FINISHED", "stopped_budget": "KILLED", "stopped_early": "KILLED", "failed": "FAILED"}
 log = logging.getLogger(__name__)
+
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` as an MLflow metric or param key, which takes ASCII letters, digits and ``_-. /`` only.
+
+    Keys built from dataset names (``<dataset>.<model>.best_accuracy``) pass through here; a name such as
+    ``dätä file ✓`` becomes ``d_t_ file _``, and the real name stays in the runs' tags and in summary.json.
+    """
+    return _KEY_UNSAFE.sub("_", name)
 
 
 def _ms(seconds: float) -> int:
@@ -183,7 +196,7 @@ class StudyTracker:
         metrics = [Metric(f"study_{k}", float(v), _ms(time.time()), 0) for k, v in compute.items() if _finite(v)]
         for group in result.groups:
             best = group.best
-            prefix = f"{group.dataset}.{group.model}"
+            prefix = mlflow_key(f"{group.dataset}.{group.model}")
             for key, value in group.counts().items():
                 metrics.append(Metric(f"{prefix}.n_{key}", float(value), _ms(time.time()), 0))
             if best is not None:
@@ -234,7 +247,7 @@ def log_study_analysis(tracking: dict[str, Any], metrics: dict[str, float], arti
     client = MlflowClient(tracking_uri=tracking["uri"])
     run_id = tracking["parent_run_id"]
     now = _ms(time.time())
-    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
+    batch = [Metric(mlflow_key(k), float(v), now, 0) for k, v in metrics.items() if _finite(v)]
     for start in range(0, len(batch), _BATCH):
         client.log_batch(run_id, metrics=batch[start : start + _BATCH])
     for name, payload in artifacts.items():

@@ -28,7 +28,7 @@ import yaml
 
 from perftune.data import Dataset, Locations, PreparedData, data_dir, load_dataset, prepare
 from perftune.errors import ClusterUnavailableError, SpecError, StudyInterrupted, StudyStateError
-from perftune.spec import Spec, load_spec
+from perftune.spec import Spec, load_spec, parse_spec
 from perftune.track.lineage import lineage_tags
 from perftune.track.mlflow_tracker import StudyTracker
 from perftune.tuning.budgets import make_policy
@@ -283,9 +283,12 @@ def _start_tracking(
 
 def _spec_text(spec: Spec, spec_path: str | None) -> str:
     """The spec as it ran: the file's text, or a dump when the spec was derived from the file (e.g. the full
-    search of `perftune savings`) or built in Python."""
-    if spec_path and Path(spec_path).is_file() and load_spec(spec_path).fingerprint() == spec.fingerprint():
-        return Path(spec_path).read_text()
+    search of `perftune savings`), was built in Python, or names data files relative to its own folder — the
+    copy lives elsewhere, so its paths must be absolute for `perftune register` and `reproduce` to find them."""
+    if spec_path and Path(spec_path).is_file():
+        text = Path(spec_path).read_text()
+        if parse_spec(text, origin=spec_path).fingerprint() == spec.fingerprint():
+            return text
     header = f"# derived from {spec_path}\n" if spec_path else ""
     return header + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
 

@@ -6,11 +6,10 @@ error is a :class:`SpecError` naming the spec field and the fix.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from perftune.data.sources import DEFAULT_SOURCE, Locations, get_source
-from perftune.errors import DatasetError, SpecError
+from perftune.errors import DatasetError, SpecError, did_you_mean
 from perftune.measure.metrics import get_metric, metric_names
 from perftune.models.base import Trainer, get_family, validate_params
 from perftune.spec import DatasetSpec, Spec, Values
@@ -43,8 +42,7 @@ class StudyPlan:
 
 
 def _unknown_metric(name: str, where: str) -> SpecError:
-    close = difflib.get_close_matches(name, metric_names(), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, metric_names())
     return SpecError(f"{where}: unknown metric {name!r}{hint}; known: {', '.join(metric_names())}")
 
 
@@ -117,6 +115,17 @@ def check_space(spec: Spec, families: dict[str, type[Trainer]]) -> None:
     except ValueError as exc:
         raise SpecError(f"search.space: {exc}") from None
     base = {name: (d.values[0] if isinstance(d, Values) else d.low) for name, d in space.items()}
+    for family in families.values():
+        allowed = family.Params.model_fields
+        for name in space:
+            if name not in allowed:
+                raise SpecError(
+                    f"search.space.{name}: {family.name} has no hyperparameter {name!r}"
+                    f"{did_you_mean(name, allowed)}; it takes {', '.join(allowed)}"
+                )
+        missing = [name for name, info in allowed.items() if info.is_required() and name not in space]
+        if missing:
+            raise SpecError(f"search.space: {family.name} needs hyperparameter {missing[0]!r}; add it to the space")
     for family in families.values():
         for name, domain in space.items():
             candidates = domain.values if isinstance(domain, Values) else (domain.low, domain.high)

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from perftune.tuning.budgets import Constraint, violations
-from perftune.tuning.trial import COMPLETED
 
 SUMMARY_SCHEMA_VERSION = 1
+
+# Trial statuses (the summary.json vocabulary); here, beside the records, so reading results needs no trainer.
+COMPLETED, STOPPED_BUDGET, STOPPED_EARLY, FAILED = "completed", "stopped_budget", "stopped_early", "failed"
 
 
 @dataclass(frozen=True)

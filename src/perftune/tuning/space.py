@@ -6,8 +6,6 @@ import itertools
 import math
 from typing import Any
 
-from ray import tune
-
 from perftune.spec import Domain, PowersOfTen, PowersOfTwo, Range, Values
 
 Resolved = Values | Range
@@ -44,6 +42,8 @@ def grid_points(space: dict[str, Resolved]) -> list[dict[str, Any]]:
 
 def to_ray(space: dict[str, Resolved], algorithm: str) -> dict[str, Any]:
     """Ray Tune's param_space: ``grid_search`` for grids, sampling domains otherwise."""
+    from ray import tune  # here, not at import: checking a spec must not wait for Ray
+
     out: dict[str, Any] = {}
     for name, domain in space.items():
         if isinstance(domain, Values):

@@ -28,11 +28,9 @@ from perftune.measure.inference import measure_inference
 from perftune.measure.probe import Probe, StepTimer
 from perftune.models.base import TaskInfo, Trainer, TrialDiverged, validate_params
 from perftune.tuning.budgets import NoPolicy, estimate_saved
+from perftune.tuning.results import COMPLETED, FAILED, STOPPED_BUDGET, STOPPED_EARLY  # noqa: F401  (re-exported)
 
 Report = Callable[[dict[str, Any]], None]
-
-# Trial statuses (the summary.json vocabulary).
-COMPLETED, STOPPED_BUDGET, STOPPED_EARLY, FAILED = "completed", "stopped_budget", "stopped_early", "failed"
 
 
 @dataclass
