@@ -453,7 +453,10 @@ def _loc(parts: tuple[Any, ...]) -> str:
         elif str(part).startswith("function-"):  # pydantic's validator wrappers are not spec fields
             continue
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part)
+            if not text or not text.isprintable() or text != text.strip():
+                text = repr(text)  # a key made of spaces or control characters must still read as one line
+            out += f".{text}" if out else text
     return out
 
 

@@ -37,7 +37,15 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     ("change", "message"),
     [
         (("[diabetes]", "[diabetis]"), "datasets[0]: unknown PMLB dataset 'diabetis'. Did you mean diabetes?"),
-        (("train_time_s <= 30", "train_secs <= 30"), "constraints[0].metric: unknown metric 'train_secs'"),
+        (
+            ("train_time_s <= 30", "train_secs <= 30"),
+            "constraints[0].metric: unknown metric 'train_secs' (did you mean 'train_time_s'?)",
+        ),
+        (
+            ("    learning_rate: [0.01]", "    learning_rate: [0.01]\n    epoch: 5"),
+            "search.space.epoch: sgd_logistic has no hyperparameter 'epoch' (did you mean 'epochs'?)",
+        ),
+        (("    batch_size: [32]\n", ""), "search.space: sgd_logistic needs hyperparameter 'batch_size'"),
         (("train_time_s <= 30", "train_time_s <= -5"), "constraints[0]: bound -5 is negative"),
         (
             ("  space:\n    batch_size: [32]\n    learning_rate: [0.01]", "  space: {}"),
@@ -45,7 +53,15 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         ),
         (("models: [sgd_logistic]", "models: [sgd_logistic\n  oops: ]"), "malformed YAML at line"),
     ],
-    ids=["unknown-dataset", "unknown-metric", "negative-budget", "empty-space", "malformed-yaml"],
+    ids=[
+        "unknown-dataset",
+        "unknown-metric",
+        "unknown-hyperparameter",
+        "missing-hyperparameter",
+        "negative-budget",
+        "empty-space",
+        "malformed-yaml",
+    ],
 )
 def test_bad_specs_give_one_line_and_exit_code_2(tmp_path: Path, change, message):
     spec = tmp_path / "bad.yaml"
@@ -55,6 +71,29 @@ def test_bad_specs_give_one_line_and_exit_code_2(tmp_path: Path, change, message
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("tune", "/nonexistent.yaml"), "error: /nonexistent.yaml: no such spec file"),
+        (("tune",), "error: Missing argument 'spec'."),
+        (("tune", "x.yaml", "--resum"), "error: No such option: --resum"),
+        (("no-such-command",), "error: No such command 'no-such-command'."),
+        (("models", "--workspace", "/nonexistent"), "error: no tracking store at /nonexistent/mlflow.db"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(args, message):
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith(message) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    for flag in (["--debug"], []):
+        env = {**os.environ, "PERFTUNE_DEBUG": "0" if flag else "1"}
+        proc = subprocess.run([*PERFTUNE, *flag, "tune", "/nonexistent.yaml"], capture_output=True, text=True, env=env)
+        assert proc.returncode != 0 and "Traceback" in proc.stderr and "SpecError" in proc.stderr
 
 
 def test_version_and_datasets():
