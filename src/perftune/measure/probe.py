@@ -72,6 +72,10 @@ class Probe:
         self._peak = unique_memory_mb(self._process)
         self.overhead_s += time.perf_counter() - start
 
+    def elapsed_cpu_s(self) -> float:
+        """CPU seconds of the process since the probe started; records nothing (safe from any thread)."""
+        return time.process_time() - self._cpu0
+
     def sample(self) -> ProbeSample:
         """Read the process now; CPU % is over the time since the previous sample."""
         start = time.perf_counter()
