@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 import pytest
 import ray.cloudpickle
+from mlflow import MlflowClient
 
 import perftune
 from perftune.data import load_dataset, prepare
@@ -258,6 +259,11 @@ def test_a_ray_study_records_watchdog_stops_and_goes_on(ray_session, write_spec,
     assert hungry.stop_reason["enforced"] == "watchdog" and hungry.stop_reason["metric"] == "memory_mb"
     assert hungry.metrics["memory_mb_peak"] > budget and hungry.metrics["steps"] == AT_STEP
 
-    # the windows before the stop reached the driver and MLflow
+    # the windows before the stop reached the driver and MLflow; MLflow shows who stopped the trial
     histories = json.loads(next((tmp_path / "out" / "groups").glob("*stuck_in_native.history.json")).read_text())
     assert [w["steps"] for w in histories[stuck.trial_id]] == [50, 100, AT_STEP]
+    client = MlflowClient(result.tracking["uri"])
+    run = client.get_run(stuck.mlflow_run_id)
+    assert run.data.tags["perftune.status"] == STOPPED_BUDGET and "perftune.error" not in run.data.tags
+    assert "stopped by the watchdog at step 120/" in run.data.tags["perftune.stop_reason"]
+    assert [m.step for m in client.get_metric_history(stuck.mlflow_run_id, "train_time_s")] == [50, 100, AT_STEP]
