@@ -16,12 +16,20 @@ Policies decide, after each report window, whether the trial must stop:
 
 Policies run inside the trial's process, right after each window: the stop costs no round trip and the
 reason travels with the trial's final result.
+
+Between windows, the **watchdog** (:mod:`perftune.tuning.watchdog`) enforces the ``<=`` bounds on
+``train_time_s``, ``cpu_s`` and ``memory_mb`` continuously: a thread in the trial's process reads them every
+50 ms and stops the trial the moment one is passed — by interrupting the training thread, or, when a step
+is stuck in native code, by ending the trial's process after a short grace period with the final result
+already handed to the driver. Its stop reasons carry ``enforced: "watchdog"`` (window checks:
+``"window"``). It runs for every policy that stops trials, i.e. not for ``none``.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any, ClassVar, Protocol
 
 from perftune.measure.metrics import get_metric
@@ -49,9 +57,16 @@ class Constraint:
         return f"{self.metric} {self.op} {self.bound:g}"
 
 
+class Enforcement(str, Enum):
+    """Which check stopped a trial: the policy after a window, or the watchdog between windows."""
+
+    WINDOW = "window"
+    WATCHDOG = "watchdog"
+
+
 @dataclass(frozen=True)
 class StopReason:
-    """Why a trial was stopped: which constraint, what was seen, what was projected."""
+    """Why a trial was stopped: which constraint, what was seen, what was projected, and by which check."""
 
     policy: str
     constraint: str
@@ -61,12 +76,16 @@ class StopReason:
     projected: float | None
     at_step: int
     total_steps: int
+    enforced: str = Enforcement.WINDOW.value
+    note: str = ""
 
     def message(self) -> str:
         seen = f"{self.metric} = {self.observed:.4g}"
-        if self.projected is not None and self.policy == "projected":
+        if self.projected is not None and self.policy == "projected" and self.enforced == Enforcement.WINDOW:
             seen += f", projected {self.projected:.4g} at step {self.total_steps}"
-        return f"{self.constraint} broken ({seen}; stopped at step {self.at_step}/{self.total_steps})"
+        by = " by the watchdog" if self.enforced == Enforcement.WATCHDOG else ""
+        text = f"{self.constraint} broken ({seen}; stopped{by} at step {self.at_step}/{self.total_steps})"
+        return f"{text}; {self.note}" if self.note else text
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "message": self.message()}
@@ -118,6 +137,8 @@ class BudgetPolicy(Protocol):
 
 @dataclass
 class _Policy:
+    stops_trials: ClassVar[bool] = True  # False: never stops a trial, so the watchdog does not run either
+
     constraints: tuple[Constraint, ...] = ()
     min_observations: int = 2
     slack: float = 0.0
@@ -151,6 +172,7 @@ class _Policy:
 
 class NoPolicy(_Policy):
     name: ClassVar[str] = "none"
+    stops_trials: ClassVar[bool] = False
 
     def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         return None

@@ -3,10 +3,12 @@
 :func:`run_trial` is plain Python (it takes a ``report`` callable), so the same code runs under Ray Tune
 (:func:`ray_trainable`), in benchmarks and in tests.
 
-Budgets are checked after every window, inside the trial. Reports to Ray Tune are batched: each report
-carries the latest window's metrics (for schedulers and the live display) plus ``windows``, every window
-since the previous report, so the driver still gets the full history while the number of round trips to
-the driver stays bounded (at most one per ``report_interval_s``) however small ``eval_every`` is.
+Budgets are checked after every window, inside the trial, and between windows by the watchdog
+(:mod:`perftune.tuning.watchdog`), which may interrupt the loop anywhere but inside ``report``. Reports to
+Ray Tune are batched: each report carries the latest window's metrics (for schedulers and the live display)
+plus ``windows``, every window since the previous report, so the driver still gets the full history while
+the number of round trips to the driver stays bounded (at most one per ``report_interval_s``) however small
+``eval_every`` is.
 
 With k folds, each step advances the k fold models by one mini-batch each; validation metrics are the
 mean over folds, and ``step_time_ms`` is per mini-batch.
@@ -15,7 +17,11 @@ mean over folds, and ``step_time_ms`` is per mini-batch.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +33,11 @@ from perftune.data.split import PreparedData
 from perftune.measure.inference import measure_inference
 from perftune.measure.probe import Probe, StepTimer
 from perftune.models.base import TaskInfo, Trainer, TrialDiverged, validate_params
-from perftune.tuning.budgets import NoPolicy, estimate_saved
+from perftune.tuning.budgets import NoPolicy, StopReason, estimate_saved
 from perftune.tuning.results import COMPLETED, FAILED, STOPPED_BUDGET, STOPPED_EARLY  # noqa: F401  (re-exported)
+from perftune.tuning.watchdog import Watchdog, WatchdogDied, WatchdogSettings, WatchdogStop, watched_constraints
+
+log = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -44,6 +53,7 @@ class TrialSettings:
     latency_rows: int = 200
     throughput_batch: int = 1024
     report_interval_s: float = 1.0
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
 
 
 def total_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
@@ -57,13 +67,23 @@ def run_trial(
     settings: TrialSettings,
     report: Report,
     on_finish: Callable[[list[Trainer]], None] | None = None,
+    on_stuck: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one configuration; ``report`` batches of windows as it goes and return the final result.
 
     Every report and the final result hold ``windows``: the windows since the previous report. The final
     result also holds the last window's metrics, the end-of-trial inference metrics, ``trial_status``,
-    ``stop_reason`` (JSON, when stopped), ``saved_cpu_s`` / ``saved_train_time_s`` estimates and
-    ``probe_overhead_s``.
+    ``stop_reason`` (JSON, when stopped), ``saved_cpu_s`` / ``saved_train_time_s`` estimates,
+    ``probe_overhead_s`` and ``watchdog_overhead_s``.
+
+    Args:
+        config: the trial's hyperparameters.
+        data: the prepared folds.
+        settings: family, policy, windows, watchdog.
+        report: called with batches of windows while training.
+        on_finish: receives the fitted trainers of a trial that ran to its end.
+        on_stuck: receives the final result when the watchdog stopped the trial and the training thread did
+            not unwind (stuck in native code); it must end the trial's process. None: wait for the thread.
     """
     params = validate_params(settings.family, config)
     info = TaskInfo(task=data.task, n_features=data.n_features, classes=data.classes)
@@ -83,43 +103,66 @@ def run_trial(
     unreported: list[dict[str, float]] = []
     start = last_report = time.perf_counter()
     step = 0
-    try:
-        while step < planned:
-            offset = (step % steps_per_epoch) * batch
-            if offset == 0 and step > 0:
-                orders = [rng.permutation(len(f.y_train)) for f in folds]
-            for trainer, fold, order in zip(trainers, folds, orders, strict=True):
-                rows = order[offset : offset + batch]
-                t0 = time.perf_counter()
-                loss = trainer.step(fold.X_train[rows], fold.y_train[rows])
-                timer.add(time.perf_counter() - t0)
-                if loss == loss:  # not NaN (the first step has no loss yet)
-                    loss_sum += loss
-                    loss_n += 1
-            step += 1
-            if step % settings.eval_every and step != planned:
-                continue
-            window = _window(trainers, data, step, steps_per_epoch, planned, start, probe, timer, loss_sum, loss_n)
-            loss_sum, loss_n = 0.0, 0
-            history.append(window)
-            unreported.append(window)
-            stop = settings.policy.check(history, planned, config)
-            if stop is not None:
-                status = STOPPED_BUDGET
-                break
-            if step < planned and time.perf_counter() - last_report >= settings.report_interval_s:
-                report({**window, "windows": unreported})
-                unreported, last_report = [], time.perf_counter()
-    except TrialDiverged as exc:
-        status, error = FAILED, f"diverged at step {step}: {exc}"
-        if not history or history[-1]["steps"] != step:
-            history.append(
-                {"steps": float(step), "train_time_s": time.perf_counter() - start, **probe.sample().as_metrics()}
-            )
-            unreported.append(history[-1])
 
-    final: dict[str, Any] = dict(history[-1]) if history else {}
-    final.update(trial_status=status, total_steps=planned, probe_overhead_s=probe.overhead_s, windows=unreported)
+    def stopped_result(reason: StopReason) -> dict[str, Any]:
+        """The final result of a trial the watchdog ends while its training thread is stuck."""
+        windows, fresh = list(history), list(unreported)
+        _close_history(windows, fresh, _partial_window(watchdog.at_step, start, probe, watchdog))
+        return _result(windows, fresh, STOPPED_BUDGET, planned, probe, watchdog, reason)
+
+    watchdog = Watchdog(
+        watched_constraints(settings.policy),
+        settings.policy.name,
+        planned,
+        probe,
+        start,
+        settings.watchdog,
+        final_result=stopped_result,
+        on_stuck=on_stuck,
+    ).start()
+    try:
+        with watchdog.armed():
+            while step < planned:
+                offset = (step % steps_per_epoch) * batch
+                if offset == 0 and step > 0:
+                    orders = [rng.permutation(len(f.y_train)) for f in folds]
+                for trainer, fold, order in zip(trainers, folds, orders, strict=True):
+                    rows = order[offset : offset + batch]
+                    t0 = time.perf_counter()
+                    loss = trainer.step(fold.X_train[rows], fold.y_train[rows])
+                    timer.add(time.perf_counter() - t0)
+                    if loss == loss:  # not NaN (the first step has no loss yet)
+                        loss_sum += loss
+                        loss_n += 1
+                step += 1
+                watchdog.at_step = step
+                if step % settings.eval_every and step != planned:
+                    continue
+                window = _window(trainers, data, step, steps_per_epoch, planned, start, probe, timer, loss_sum, loss_n)
+                loss_sum, loss_n = 0.0, 0
+                history.append(window)
+                unreported.append(window)
+                watchdog.check_alive()
+                stop = settings.policy.check(history, planned, config)
+                if stop is not None:
+                    status = STOPPED_BUDGET
+                    break
+                if step < planned and time.perf_counter() - last_report >= settings.report_interval_s:
+                    with watchdog.paused():  # never interrupted inside Ray's session code
+                        report({**window, "windows": unreported})
+                    unreported, last_report = [], time.perf_counter()
+            watchdog.check_alive()
+    except WatchdogStop:
+        status, stop = STOPPED_BUDGET, watchdog.reason
+        _close_history(history, unreported, _partial_window(step, start, probe, watchdog))
+    except (TrialDiverged, WatchdogDied) as exc:
+        status = FAILED
+        error = f"diverged at step {step}: {exc}" if isinstance(exc, TrialDiverged) else str(exc)
+        _close_history(history, unreported, _partial_window(step, start, probe))
+    finally:
+        watchdog.close()
+
+    final = _result(history, unreported, status, planned, probe, watchdog, stop, error)
     if status == COMPLETED:
         final.update(
             measure_inference(
@@ -130,14 +173,58 @@ def run_trial(
                 throughput_batch=settings.throughput_batch,
             )
         )
+    if on_finish is not None:
+        on_finish(trainers)  # e.g. the registry keeps the fitted model
+    return final
+
+
+def _result(
+    history: list[dict[str, float]],
+    unreported: list[dict[str, float]],
+    status: str,
+    planned: int,
+    probe: Probe,
+    watchdog: Watchdog,
+    stop: StopReason | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A trial's final result without the inference metrics: the last window, status, reason, costs."""
+    final: dict[str, Any] = dict(history[-1]) if history else {}
+    final.update(
+        trial_status=status,
+        total_steps=planned,
+        probe_overhead_s=probe.overhead_s,
+        watchdog_overhead_s=watchdog.overhead_s,
+        windows=unreported,
+    )
     if stop is not None:
         final["stop_reason"] = json.dumps(stop.to_dict())
         final.update(estimate_saved(history, planned))
     if error is not None:
         final["error"] = error
-    if on_finish is not None:
-        on_finish(trainers)  # e.g. the registry keeps the fitted model
     return final
+
+
+def _partial_window(step: int, start: float, probe: Probe, watchdog: Watchdog | None = None) -> dict[str, float]:
+    """System metrics of a trial that ended between windows; with the watchdog's readings when it stopped it
+    (the metric that broke its bound keeps the value the watchdog saw, e.g. a peak freed while unwinding)."""
+    window = {"steps": float(step), "train_time_s": time.perf_counter() - start, **probe.sample().as_metrics()}
+    reason = watchdog.reason if watchdog is not None else None
+    if reason is not None:
+        window["memory_mb_peak"] = max(window["memory_mb_peak"], watchdog.memory_peak_mb)  # type: ignore[union-attr]
+        window[reason.metric] = max(window.get(reason.metric, 0.0), reason.observed)
+    return window
+
+
+def _close_history(history: list[dict[str, float]], unreported: list[dict[str, float]], last: dict[str, float]) -> None:
+    """Append the partial window, or merge it into the last window when no step was taken since."""
+    if history and history[-1]["steps"] == last["steps"]:
+        history[-1].update({k: max(v, history[-1].get(k, v)) for k, v in last.items()})
+        if not unreported or unreported[-1] is not history[-1]:
+            unreported.append(history[-1])
+        return
+    history.append(last)
+    unreported.append(last)
 
 
 def _window(
@@ -173,5 +260,23 @@ def ray_trainable(config: dict[str, Any], data: PreparedData, settings: TrialSet
     """The Ray Tune function trainable: windows go to ``tune.report``, then the final result."""
     from ray import tune
 
-    final = run_trial(config, data, settings, report=tune.report)
+    def on_stuck(final: dict[str, Any]) -> None:
+        _report_and_end_process(final, settings.watchdog.report_timeout_s)
+
+    final = run_trial(config, data, settings, report=tune.report, on_stuck=on_stuck)
     tune.report(final)
+
+
+def _report_and_end_process(final: dict[str, Any], timeout_s: float) -> None:
+    """Hand a stuck trial's final result to the driver, then end this worker (its training thread cannot be
+    stopped). ``tune.report`` returns once the driver has taken the result and asked for the next one; the
+    driver then sees the worker die and records the trial from that result (``tune_run.make_record``)."""
+    from ray import tune
+
+    sender = threading.Thread(target=tune.report, args=(final,), name="perftune-watchdog-report", daemon=True)
+    sender.start()
+    sender.join(timeout_s)
+    if sender.is_alive():
+        log.error("the driver did not take the stopped trial's result within %g s; ending the worker", timeout_s)
+    logging.shutdown()
+    os.kill(os.getpid(), signal.SIGKILL)

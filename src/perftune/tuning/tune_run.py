@@ -26,13 +26,13 @@ from ray.tune import Callback
 from perftune.errors import StudyInterrupted
 from perftune.measure.metrics import get_metric
 from perftune.track.mlflow_tracker import StudyTracker
-from perftune.tuning.budgets import Constraint, estimate_saved
+from perftune.tuning.budgets import Constraint, Enforcement, estimate_saved
 from perftune.tuning.results import Objective, TrialRecord, best_trial, judge
 from perftune.tuning.search import SearchSetup
 from perftune.tuning.trial import FAILED, STOPPED_EARLY, TrialSettings, ray_trainable
 
 # Result keys perftune adds besides registered metrics.
-_EXTRA_KEYS = ("total_steps", "probe_overhead_s", "saved_cpu_s", "saved_train_time_s")
+_EXTRA_KEYS = ("total_steps", "probe_overhead_s", "watchdog_overhead_s", "saved_cpu_s", "saved_train_time_s")
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,10 @@ def make_record(
     result = result or {}
     metrics = final_metrics(result)
     stop_reason = json.loads(result["stop_reason"]) if result.get("stop_reason") else None
-    if error is not None:
+    if error is not None and (stop_reason or {}).get("enforced") == Enforcement.WATCHDOG:
+        # the watchdog reported the final result of a trial stuck in native code, then ended its worker
+        status, message = str(result["trial_status"]), None
+    elif error is not None:
         status, message = FAILED, error
     elif "trial_status" in result:
         status, message = str(result["trial_status"]), result.get("error")
