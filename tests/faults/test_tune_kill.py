@@ -243,8 +243,9 @@ def test_a_finished_study_is_refused_and_overwrite_removes_what_derived_from_it(
         "diabetes__sgd_logistic.json",
     ]
     # the old study's MLflow runs stay: a registered version's lineage may name them
-    client = MlflowClient(before["tracking"]["uri"])
-    assert client.get_run(before["tracking"]["parent_run_id"]).info.lifecycle_stage == "active"
+    old_parent = MlflowClient(before["tracking"]["uri"]).get_run(before["tracking"]["parent_run_id"])
+    assert old_parent.info.lifecycle_stage == "active"
+    assert old_parent.data.tags["perftune.overwritten_by"] == after["tracking"]["parent_run_id"]
 
 
 def test_out_naming_a_file_is_a_one_line_error(tmp_path: Path):

@@ -233,12 +233,13 @@ def run_study(
         spec = load_spec(spec)
     plan = make_plan(spec)
     out = resolve_out(spec, out)
+    replaced = StudyState.read(out) if overwrite and out.is_dir() else None
     state = _open_state(spec, out, resume, overwrite)
     started = time.time()
     # Opening the MLflow store (schema migrations on a new SQLite file) and starting Ray take seconds
     # each and do not depend on each other: do them at the same time.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perftune-start") as pool:
-        opening = pool.submit(_start_tracking, spec, state, out, spec_path)
+        opening = pool.submit(_start_tracking, spec, state, out, spec_path, replaced)
         status = "FAILED"
         tracker: StudyTracker | None = None
         try:
@@ -291,9 +292,13 @@ def _result_or_none(future: Future[Any]) -> Any:
 
 
 def _start_tracking(
-    spec: Spec, state: StudyState | None, out: Path, spec_path: str | None
+    spec: Spec, state: StudyState | None, out: Path, spec_path: str | None, replaced: StudyState | None = None
 ) -> tuple[StudyTracker, StudyState]:
-    """Open the MLflow store and the study's parent run (a new one, or the resumed study's)."""
+    """Open the MLflow store and the study's parent run (a new one, or the resumed study's).
+
+    The parent run of a study ``--overwrite`` replaced keeps its runs (registered versions may name them) and
+    gets a ``perftune.overwritten_by`` tag naming the new parent run.
+    """
     tracking_uri = state.tracking_uri if state else spec.tracking_uri()
     tags = lineage_tags(spec.fingerprint(), spec_path, spec.seed)
     experiment = state.experiment if state else spec.tracking.experiment
@@ -315,6 +320,9 @@ def _start_tracking(
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     state.write(out)
+    if replaced is not None and replaced.tracking_uri == tracking_uri:
+        with contextlib.suppress(Exception):  # the old run may have been deleted by hand
+            tracker.client.set_tag(replaced.parent_run_id, "perftune.overwritten_by", tracker.parent_run_id)
     spec_text = _spec_text(spec, spec_path)
     (out / "spec.yaml").write_text(spec_text)  # the report shows the spec the study ran
     tracker.log_spec(
