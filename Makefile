@@ -16,7 +16,7 @@ $(BIN)/perftune: pyproject.toml
 venv: $(BIN)/perftune
 
 demo: venv
-	$(BIN)/perftune tune examples/quick.yaml --out runs/quick
+	$(BIN)/perftune tune examples/quick.yaml --out runs/quick --overwrite
 
 # The report's browser test uses Debian's Chromium (Playwright drives it; it never downloads a browser).
 browser:

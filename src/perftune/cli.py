@@ -105,6 +105,9 @@ def tune(
     spec: Annotated[Path, typer.Argument(help="The study spec (YAML).")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default <workspace>/runs/<study>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted study in --out.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the study in --out and what was derived from it.")
+    ] = False,
     address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster, e.g. ray://head:10001.")] = None,
     workspace: Workspace = None,
     tracking_uri: Annotated[
@@ -127,7 +130,15 @@ def tune(
     from perftune.tuning.engine import run_study
 
     with LiveProgress(console, loaded.name or spec.stem) as progress:
-        result = run_study(loaded, out=out, resume=resume, address=address, progress=progress, spec_path=str(spec))
+        result = run_study(
+            loaded,
+            out=out,
+            resume=resume,
+            overwrite=overwrite,
+            address=address,
+            progress=progress,
+            spec_path=str(spec),
+        )
     console.print(result_table(result))
     for note in result.skipped:
         console.print(f"[yellow]skipped[/] {note['dataset']} × {note['model']}: {note['reason']}")

@@ -262,7 +262,7 @@ def run_savings(
         if found is not None:
             runs.append(load_study(found))
         else:
-            runs.append(run_study(variant, out=target, spec_path=spec_path, progress=progress))
+            runs.append(run_study(variant, out=target, spec_path=spec_path, progress=progress, overwrite=rerun))
     report = compare_studies(runs[0], runs[1])
     record_savings(runs[1], report)
     return report

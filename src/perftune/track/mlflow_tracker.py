@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,28 @@ class StudyTracker:
 
     # -- trials -----------------------------------------------------------------------------------
     def log_trial(
-        self, record: TrialRecord, history: list[dict[str, Any]], started_at: float, extra_tags: dict[str, str]
+        self,
+        record: TrialRecord,
+        history: list[dict[str, Any]],
+        started_at: float,
+        extra_tags: dict[str, str],
+        replaces: Sequence[str] = (),
     ) -> Future[Any]:
-        """Queue a finished trial; the future resolves to its run id (also set on ``record``)."""
-        future = self._submit(self._log_trial, record, history, started_at, extra_tags)
+        """Queue a finished trial; the future resolves to its run id (also set on ``record``).
+
+        ``replaces`` names runs of the same trial logged by an interrupted process: they are deleted once the new
+        run is complete.
+        """
+        future = self._submit(self._log_trial, record, history, started_at, extra_tags, tuple(replaces))
         return future
 
     def _log_trial(
-        self, record: TrialRecord, history: list[dict[str, Any]], started_at: float, extra_tags: dict[str, str]
+        self,
+        record: TrialRecord,
+        history: list[dict[str, Any]],
+        started_at: float,
+        extra_tags: dict[str, str],
+        replaces: tuple[str, ...] = (),
     ) -> str:
         tags = {
             **self.tags,
@@ -166,28 +181,43 @@ class StudyTracker:
         if record.stop_reason:
             self.client.log_dict(run_id, record.stop_reason, "stop_reason.json")
         self.client.set_terminated(run_id, status=_RUN_STATUS.get(record.status, "FINISHED"))
+        for old in replaces:
+            self.client.delete_run(old)
         record.mlflow_run_id = run_id
         return run_id
 
-    def logged_trials(self) -> dict[str, str]:
-        """trial id → run id of the trials already logged under this study's parent run."""
+    def trial_runs(self, dataset: str, model: str, complete_only: bool = False) -> dict[str, list[str]]:
+        """trial id → run ids (oldest first) of one dataset × model group's trials under this study's parent run.
+
+        A study killed and resumed may have logged a trial twice, logged trials its resumed Ray run does not
+        have, or been killed while writing a run (left RUNNING; ``complete_only`` leaves those out);
+        :meth:`delete_runs` removes what a resumed study superseded.
+        """
         self.flush()
-        found: dict[str, str] = {}
+        found: dict[str, list[str]] = {}
         token = None
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
                 filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'",
                 max_results=1000,
+                order_by=["attributes.start_time ASC"],
                 page_token=token,
             )
             for run in page:
-                trial_id = run.data.tags.get("perftune.trial_id")
-                if trial_id:
-                    found[trial_id] = run.info.run_id
+                tags = run.data.tags
+                if (tags.get("perftune.dataset"), tags.get("perftune.model")) != (dataset, model):
+                    continue
+                if "perftune.trial_id" in tags and not (complete_only and run.info.status == "RUNNING"):
+                    found.setdefault(tags["perftune.trial_id"], []).append(run.info.run_id)
             token = page.token
             if not token:
                 return found
+
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        """Queue the deletion (MLflow's soft delete: restorable) of trial runs a resumed study superseded."""
+        for run_id in run_ids:
+            self._submit(self.client.delete_run, run_id)
 
     # -- end ----------------------------------------------------------------------------------------
     def finish(self, result: StudyResult, summary_path: Path, status: str = "FINISHED") -> None:

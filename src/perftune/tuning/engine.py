@@ -4,8 +4,12 @@ Layout of an output folder (``--out``, default ``<workspace>/runs/<study>``)::
 
     state.json            study identity (spec fingerprint, MLflow parent run) for --resume
     ray/<group>/          Ray Tune experiment of one dataset × model (Tuner.restore reads it)
-    groups/<group>.json   a finished group's trial records (a resumed study skips it)
+    groups/<group>.json   a finished group's trial records (a resumed study skips it), written atomically
     summary.json          the result (schema in the README)
+
+``--out`` is resolved to an absolute path once, before anything else (Ray Tune takes a relative path for a
+URI). A folder that already holds a study is refused unless ``--resume`` continues it or ``--overwrite``
+replaces it; an overwrite also removes what was derived from the old study (:data:`STUDY_FILES`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from perftune.track.lineage import lineage_tags
 from perftune.track.mlflow_tracker import StudyTracker
 from perftune.tuning.budgets import make_policy
 from perftune.tuning.plan import StudyPlan, check_task, make_plan
+from perftune.tuning.ray_sessions import reap_orphaned_sessions, record_session
 from perftune.tuning.results import GroupResult, StudyResult, TrialRecord, judge
 from perftune.tuning.search import build_search
 from perftune.tuning.space import resolve_space
@@ -86,9 +91,7 @@ class StudyState:
 
     def write(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(out / "state.json")
+        _write_atomic(out / "state.json", json.dumps(asdict(self), indent=2))
 
 
 def group_slug(dataset: str, model: str) -> str:
@@ -97,7 +100,11 @@ def group_slug(dataset: str, model: str) -> str:
 
 @contextlib.contextmanager
 def ray_session(address: str | None, include_package: bool = True) -> Iterator[None]:
-    """Start (or join, with ``address``) Ray for the study; leave an already running Ray alone."""
+    """Start (or join, with ``address``) Ray for the study; leave an already running Ray alone.
+
+    A Ray started here is recorded (see :mod:`perftune.tuning.ray_sessions`) so that, should this process be
+    killed, the next study ends the processes it leaves behind.
+    """
     import ray
 
     if ray.is_initialized():
@@ -115,12 +122,17 @@ def ray_session(address: str | None, include_package: bool = True) -> Iterator[N
                 "the address form (ray://<head>:10001 for Ray Client, <head>:6379 from a cluster node) and, "
                 "for a cluster with token authentication, RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"
             ) from None
+        record = None
     else:
-        ray.init(num_cpus=os.cpu_count(), **options)
+        reap_orphaned_sessions()  # what a killed study's private Ray left behind must not disturb this one
+        context = ray.init(num_cpus=os.cpu_count(), **options)
+        record = record_session(context.address_info["session_dir"])
     try:
         yield
     finally:
         ray.shutdown()
+        if record is not None:
+            record.unlink(missing_ok=True)
 
 
 def _probe_address(address: str, timeout_s: float = 3.0) -> None:
@@ -137,7 +149,34 @@ def _probe_address(address: str, timeout_s: float = 3.0) -> None:
         raise ConnectionError(f"nothing answers at {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _open_state(spec: Spec, out: Path, resume: bool) -> StudyState | None:
+# Everything a study writes into its output folder, or that is later derived from it there (`perftune report`
+# writes report/ and effects.json, `perftune savings` savings.json). --overwrite removes exactly these.
+STUDY_FILES = (
+    "state.json",
+    "state.json.tmp",
+    "spec.yaml",
+    "ray",
+    "groups",
+    "summary.json",
+    "summary.json.tmp",
+    "report",
+    "effects.json",
+    "savings.json",
+)
+
+
+def resolve_out(spec: Spec, out: str | Path | None) -> Path:
+    """The study's output folder as an absolute path, decided once: Ray Tune reads relative paths as URIs."""
+    folder = Path(out).expanduser() if out else spec.workspace_path() / "runs" / (spec.name or "study")
+    return folder.resolve()
+
+
+def _open_state(spec: Spec, out: Path, resume: bool, overwrite: bool = False) -> StudyState | None:
+    """The state of the study to resume, or None after checking that a new study may use ``out``."""
+    if out.exists() and not out.is_dir():
+        raise StudyStateError(f"--out {out} is a file, not a folder; choose a folder for the study's output")
+    if resume and overwrite:
+        raise StudyStateError("--resume continues the study in --out and --overwrite replaces it; choose one")
     state = StudyState.read(out)
     if resume:
         if state is None:
@@ -148,11 +187,17 @@ def _open_state(spec: Spec, out: Path, resume: bool) -> StudyState | None:
                 "(search space, data, budgets or objectives); run without --resume to start over"
             )
         return state
-    for part in ("ray", "groups", "state.json", "summary.json"):
-        target = out / part
-        if target.is_dir():
+    found = [out / name for name in STUDY_FILES if (out / name).exists()]
+    if found and not overwrite:
+        kind = "a finished study" if (out / "summary.json").is_file() else "an unfinished study"
+        raise StudyStateError(
+            f"{out} already holds {kind}; continue it with --resume, choose a new --out, "
+            "or replace it (and what was derived from it) with --overwrite"
+        )
+    for target in found:
+        if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
-        elif target.exists():
+        else:
             target.unlink()
     return None
 
@@ -162,6 +207,7 @@ def run_study(
     *,
     out: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     address: str | None = None,
     progress: Progress | None = None,
     spec_path: str | None = None,
@@ -172,21 +218,28 @@ def run_study(
         spec: a Spec or the path of a YAML spec.
         out: output folder (default ``<workspace>/runs/<name>``).
         resume: continue the study in ``out`` without repeating finished trials.
+        overwrite: replace the study in ``out`` and remove what was derived from it (its report, effects,
+            savings). Without ``resume`` or ``overwrite``, a folder that holds a study is refused.
         address: an existing Ray cluster (overrides ``execution.address``).
         progress: observer for live display.
         spec_path: the spec's file, when ``spec`` was loaded from one (logged as an artifact).
+
+    Raises:
+        StudyStateError: ``out`` is a file, holds a study and neither ``resume`` nor ``overwrite`` was given, or
+            ``resume`` finds no study (or a different spec's) to continue.
     """
     if not isinstance(spec, Spec):
         spec_path = str(spec)
         spec = load_spec(spec)
     plan = make_plan(spec)
-    out = Path(out) if out else spec.workspace_path() / "runs" / (spec.name or "study")
-    state = _open_state(spec, out, resume)
+    out = resolve_out(spec, out)
+    replaced = StudyState.read(out) if overwrite and out.is_dir() else None
+    state = _open_state(spec, out, resume, overwrite)
     started = time.time()
     # Opening the MLflow store (schema migrations on a new SQLite file) and starting Ray take seconds
     # each and do not depend on each other: do them at the same time.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perftune-start") as pool:
-        opening = pool.submit(_start_tracking, spec, state, out, spec_path)
+        opening = pool.submit(_start_tracking, spec, state, out, spec_path, replaced)
         status = "FAILED"
         tracker: StudyTracker | None = None
         try:
@@ -239,9 +292,13 @@ def _result_or_none(future: Future[Any]) -> Any:
 
 
 def _start_tracking(
-    spec: Spec, state: StudyState | None, out: Path, spec_path: str | None
+    spec: Spec, state: StudyState | None, out: Path, spec_path: str | None, replaced: StudyState | None = None
 ) -> tuple[StudyTracker, StudyState]:
-    """Open the MLflow store and the study's parent run (a new one, or the resumed study's)."""
+    """Open the MLflow store and the study's parent run (a new one, or the resumed study's).
+
+    The parent run of a study ``--overwrite`` replaced keeps its runs (registered versions may name them) and
+    gets a ``perftune.overwritten_by`` tag naming the new parent run.
+    """
     tracking_uri = state.tracking_uri if state else spec.tracking_uri()
     tags = lineage_tags(spec.fingerprint(), spec_path, spec.seed)
     experiment = state.experiment if state else spec.tracking.experiment
@@ -263,6 +320,9 @@ def _start_tracking(
         datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     state.write(out)
+    if replaced is not None and replaced.tracking_uri == tracking_uri:
+        with contextlib.suppress(Exception):  # the old run may have been deleted by hand
+            tracker.client.set_tag(replaced.parent_run_id, "perftune.overwritten_by", tracker.parent_run_id)
     spec_text = _spec_text(spec, spec_path)
     (out / "spec.yaml").write_text(spec_text)  # the report shows the spec the study ran
     tracker.log_spec(
@@ -332,6 +392,16 @@ def _run_datasets(
     finally:
         state.write(out)
     return groups
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` so that it holds either its old content or ``text``, whatever moment a kill comes."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
 
 
 def _marker(out: Path, dataset: str, model: str) -> Path:
@@ -454,8 +524,8 @@ def _run_one_group(
     marker.parent.mkdir(parents=True, exist_ok=True)
     history_path = marker.with_suffix(".history.json")
     previous = json.loads(history_path.read_text()) if resume and history_path.is_file() else {}
-    history_path.write_text(json.dumps({**previous, **histories}))
-    # written last: its presence means "group done"
-    marker.write_text(json.dumps({"group": group.to_dict(), "trials": [asdict(r) for r in records]}, default=str))
+    _write_atomic(history_path, json.dumps({**previous, **histories}))
+    # written last: its presence means "group done" (atomically: a kill never leaves half a marker)
+    _write_atomic(marker, json.dumps({"group": group.to_dict(), "trials": [asdict(r) for r in records]}, default=str))
     progress.group_finished(group)
     return group

@@ -162,6 +162,8 @@ class TrialCollector(Callback):
         self.records: dict[str, TrialRecord] = {}
         self.histories: dict[str, list[dict[str, float]]] = {}
         self.running: set[str] = set()
+        # Runs an interrupted process logged, by trial id: a trial Ray runs again replaces its run.
+        self.previous: dict[str, list[str]] = {}
         self.best: TrialRecord | None = None
         self.t0 = time.time()
         _SINKS[self.key] = self
@@ -195,7 +197,13 @@ class TrialCollector(Callback):
         record = make_record(self.run, trial_id, trial.config, trial.last_result, error, history)
         self.records[trial_id] = record
         self.running.discard(trial_id)
-        self.tracker.log_trial(record, history, self.started_at.get(trial_id, time.time()), self.run.extra_tags)
+        self.tracker.log_trial(
+            record,
+            history,
+            self.started_at.get(trial_id, time.time()),
+            self.run.extra_tags,
+            replaces=self.previous.pop(trial_id, ()),
+        )
         if record.feasible:
             self.best = best_trial([t for t in (self.best, record) if t is not None], self.run.objectives)
         self._notify()
@@ -253,41 +261,19 @@ def run_group(
 ) -> tuple[list[TrialRecord], dict[str, list[dict[str, float]]]]:
     """Run (or continue) the Ray Tune experiment of one group; return every trial's record and the windows
     of the trials that ran in this process (trials finished before an interruption have none here; their
-    history is in MLflow)."""
+    history is in MLflow).
+
+    Resuming restores Ray's experiment state when the interrupted run saved one, and starts the group afresh
+    when it did not (killed before Ray's first snapshot). Ray snapshots every few seconds, so the trials that
+    finished after its last snapshot run again; their earlier MLflow runs are replaced, and MLflow runs of
+    trials the resumed Ray run does not have are deleted: the group's runs end up one per trial of its result.
+    """
     collector = TrialCollector(run, tracker, progress)
-    fn = tune.with_resources(
-        tune.with_parameters(trainable, handle=DataHandle(run.data_ref), settings=run.settings),
-        {"cpu": run.cpus_per_trial},
-    )
+    if resume:
+        collector.previous = tracker.trial_runs(run.dataset, run.model, complete_only=True)
     try:
         with _quiet_tune():
-            if resume and tune.Tuner.can_restore(str(run.path)):
-                tuner = tune.Tuner.restore(
-                    str(run.path), trainable=fn, resume_unfinished=True, resume_errored=False, restart_errored=False
-                )
-            else:
-                if run.path.exists():
-                    shutil.rmtree(run.path)
-                tuner = tune.Tuner(
-                    fn,
-                    param_space=run.search.param_space,
-                    tune_config=tune.TuneConfig(
-                        search_alg=run.search.search_alg,
-                        scheduler=run.search.scheduler,
-                        num_samples=run.search.num_samples,
-                        max_concurrent_trials=run.max_concurrent,
-                        reuse_actors=True,
-                    ),
-                    run_config=tune.RunConfig(
-                        name=run.path.name,
-                        storage_path=str(run.path.parent.resolve()),
-                        verbose=0,
-                        callbacks=[collector],
-                        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                    ),
-                )
-            grid = tuner.fit()
+            grid = _make_tuner(run, collector, restore=resume and _has_experiment_state(run.path)).fit()
         trials = _trials_of(grid)
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         if unfinished or collector.running:
@@ -296,21 +282,73 @@ def run_group(
                 f"{run.dataset} × {run.model}: {done} of {run.search.expected_trials} trials finished"
             )
         records = []
-        logged = None
         for trial in trials:
             record = collector.records.get(trial.trial_id)
             if record is None:  # finished before an interruption: rebuild from Ray's saved state
                 error = trial_error(trial) if trial.status == "ERROR" else None
                 record = make_record(run, trial.trial_id, trial.config, trial.last_result, error, [])
-                logged = tracker.logged_trials() if logged is None else logged
-                record.mlflow_run_id = logged.get(trial.trial_id)
+                logged = collector.previous.get(trial.trial_id)
+                record.mlflow_run_id = logged[-1] if logged else None
                 if record.mlflow_run_id is None:
                     tracker.log_trial(record, [], time.time(), run.extra_tags)
             records.append(record)
         tracker.flush()  # run ids are set on the records once their writes are done
+        if resume:
+            keep = {r.trial_id: r.mlflow_run_id for r in records}
+            logged_runs = tracker.trial_runs(run.dataset, run.model)
+            tracker.delete_runs(rid for tid, rids in logged_runs.items() for rid in rids if rid != keep.get(tid))
+            tracker.flush()
         return records, collector.histories
     finally:
         collector.close()
+
+
+def _has_experiment_state(path: Path) -> bool:
+    """Whether Ray saved the experiment's state (trials and searcher) in ``path``.
+
+    ``tuner.pkl`` alone is not enough: Ray writes it when the Tuner is built, without the search space, and
+    restoring from it alone yields one trial with an empty config.
+    """
+    return any(path.glob("experiment_state-*.json"))
+
+
+def _make_tuner(run: GroupRun, collector: TrialCollector, restore: bool) -> tune.Tuner:
+    """A Tuner that continues the group's saved experiment (``restore``) or starts it afresh."""
+    fn = tune.with_resources(
+        tune.with_parameters(trainable, handle=DataHandle(run.data_ref), settings=run.settings),
+        {"cpu": run.cpus_per_trial},
+    )
+    if restore:
+        # The search space again: Ray drops it from tuner.pkl and would otherwise resume with an empty one.
+        return tune.Tuner.restore(
+            str(run.path),
+            trainable=fn,
+            param_space=run.search.param_space,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+    if run.path.exists():
+        shutil.rmtree(run.path)
+    return tune.Tuner(
+        fn,
+        param_space=run.search.param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=run.search.search_alg,
+            scheduler=run.search.scheduler,
+            num_samples=run.search.num_samples,
+            max_concurrent_trials=run.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=run.path.name,
+            storage_path=str(run.path.parent.resolve()),
+            verbose=0,
+            callbacks=[collector],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+        ),
+    )
 
 
 def _trials_of(grid: Any) -> list[Any]:
