@@ -15,6 +15,7 @@ from rich.table import Table
 
 from perftune import __version__
 from perftune.errors import PerftuneError, UsageError
+from perftune.serve.durable import Durability  # an enum in a light module: the option's choices
 
 app = typer.Typer(
     add_completion=False,
@@ -405,6 +406,14 @@ def serve(
         str | None, typer.Option(help="Scoring log database (default sqlite:///<workspace>/scoring.db).")
     ] = None,
     no_scoring_log: Annotated[bool, typer.Option("--no-scoring-log", help="Do not log requests.")] = False,
+    scoring_durability: Annotated[
+        Durability,
+        typer.Option(
+            case_sensitive=False,
+            help="memory: rows queued in memory (SIGTERM drains; SIGKILL loses the queue). local: each row written"
+            " through to a local file before the response (SIGKILL loses nothing answered).",
+        ),
+    ] = Durability.memory,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 beyond).")] = 10.0,
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: never).")] = 2.0,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
@@ -426,6 +435,8 @@ def serve(
         reference=reference,
         tracking_uri=_call(lambda: _tracking_uri(tracking_uri, workspace)),
         scoring_uri=None if no_scoring_log else (scoring_uri or f"sqlite:///{root.resolve() / 'scoring.db'}"),
+        scoring_durability=scoring_durability.value,
+        workspace=str(root.resolve()),
         token_file=str(token_file) if token_file else None,
         protect_health=protect_health,
         protect_metrics=protect_metrics,
@@ -470,19 +481,42 @@ def feedback(
 ) -> None:
     """Attach ground-truth labels to logged requests (rows of one request in order)."""
     from perftune.data import Locations
-    from perftune.serve.feedback import read_labels
-    from perftune.serve.scoring import attach_labels, scoring_engine
+    from perftune.serve.feedback import attach_labels, read_labels
+    from perftune.serve.scoring import scoring_engine
 
     root = Locations.default(workspace).workspace
     uri = scoring_uri or f"sqlite:///{root.resolve() / 'scoring.db'}"
     items = _call(lambda: read_labels(file))
-    stored, unknown = _call(lambda: attach_labels(scoring_engine(uri), model, items))
+    result = _call(lambda: attach_labels(scoring_engine(uri), model, items))
+    unknown = result.unknown
     console.print(
-        f"labels stored for {stored} requests" + (f"; unknown request ids: {len(unknown)}" if unknown else "")
+        f"labels stored for {result.stored} requests"
+        + (f" ({result.replaced} replaced earlier labels)" if result.replaced else "")
+        + (f"; unknown request ids: {len(unknown)}" if unknown else "")
     )
     if unknown:
         console.print("  " + ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else ""), highlight=False)
         raise typer.Exit(1)
+
+
+scoring_app = typer.Typer(no_args_is_help=True, help="The scoring log: replay rows the database did not take.")
+app.add_typer(scoring_app, name="scoring")
+
+
+@scoring_app.command("replay")
+def scoring_replay(
+    scoring_uri: Annotated[
+        str | None, typer.Option(help="Scoring log database (default sqlite:///<workspace>/scoring.db).")
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Write the dead-letter file and durable logs left by stopped servers into the scoring database (idempotent)."""
+    from perftune.data import Locations
+    from perftune.serve.scoring import replay_command
+
+    root = Locations.default(workspace).workspace.resolve()
+    uri = scoring_uri or f"sqlite:///{root / 'scoring.db'}"
+    console.print(_call(lambda: replay_command(uri, root)), highlight=False)
 
 
 @app.command()
