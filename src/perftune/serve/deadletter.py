@@ -27,7 +27,7 @@ log = logging.getLogger("perftune.serve")
 
 DEADLETTER_NAME = "scoring-deadletter.jsonl"
 
-__all__ = ["DEADLETTER_NAME", "DeadLetter", "read_rows"]
+__all__ = ["DEADLETTER_NAME", "DeadLetter", "read_rows", "ship"]
 
 
 def read_rows(data: bytes, where: str) -> list[dict[str, Any]]:
@@ -82,21 +82,52 @@ class DeadLetter:
         except FileNotFoundError:
             return False
 
-    def replay(self, write: Callable[[list[dict[str, Any]]], int], batch_size: int = 500) -> tuple[int, int]:
-        """Hand every waiting row to ``write`` (an idempotent insert), then empty the file.
+    def replay(
+        self, write: Callable[[list[dict[str, Any]]], int], outage: Callable[[Exception], bool]
+    ) -> tuple[int, int, int]:
+        """Hand every waiting row to ``write`` (an idempotent insert); keep in the file only what it refused.
 
-        Returns (rows read, rows newly inserted). If ``write`` raises, the file is left as it was (rows already
-        inserted are skipped next time) and the exception propagates.
+        Returns:
+            (rows read, rows newly inserted, rows kept in the file) — see :func:`ship`.
         """
         if not self.pending():
-            return 0, 0
+            return 0, 0, 0
         with self._locked(os.O_RDWR) as fd:
             size = os.fstat(fd).st_size
-            data = os.pread(fd, size, 0) if size else b""
-            rows = read_rows(data, str(self.path))
-            inserted = 0
-            for start in range(0, len(rows), batch_size):
-                inserted += write(rows[start : start + batch_size])
+            rows = read_rows(os.pread(fd, size, 0) if size else b"", str(self.path))
+            inserted, kept = ship(rows, write, outage)
             os.ftruncate(fd, 0)
+            if kept:
+                os.pwrite(fd, b"".join(orjson.dumps(row) + b"\n" for row in kept), 0)
             os.fsync(fd)
-        return len(rows), inserted
+        return len(rows), inserted, len(kept)
+
+
+def ship(
+    rows: list[dict[str, Any]],
+    write: Callable[[list[dict[str, Any]]], int],
+    outage: Callable[[Exception], bool],
+    batch_size: int = 500,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Write rows in batches; returns (rows newly inserted, rows not written).
+
+    A batch ``write`` refuses is retried row by row, so a row the database will never take does not hold the
+    others back; when a refusal is an ``outage`` (the database is away), the rest is returned untried.
+    """
+    inserted, kept = 0, []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        try:
+            inserted += write(batch)
+            continue
+        except Exception as exc:
+            if outage(exc):
+                return inserted, kept + rows[start:]
+        for offset, row in enumerate(batch):
+            try:
+                inserted += write([row])
+            except Exception as exc:
+                if outage(exc):
+                    return inserted, kept + rows[start + offset :]
+                kept.append(row)
+    return inserted, kept

@@ -127,23 +127,21 @@ def _orphan(path: Path) -> Iterator[int | None]:
         os.close(fd)
 
 
-def ship_orphans(
-    folder: Path, write: Callable[[list[dict[str, Any]]], int], skip: Path | None = None, batch_size: int = 500
-) -> tuple[int, int]:
-    """Ship the unshipped rows of files left by dead processes, then remove those files.
+def ship_orphans(folder: Path, handle: Callable[[list[dict[str, Any]]], None], skip: Path | None = None) -> int:
+    """Hand the unshipped rows of files left by dead processes to ``handle``, then remove those files.
 
     Args:
         folder: the ``scoring-durable`` folder.
-        write: an idempotent insert of rows (returns how many were new); may raise, leaving the file in place.
+        handle: writes the rows to the database or, what it cannot, to the dead-letter file; if it raises, the
+            file stays for the next try.
         skip: this process's own file.
-        batch_size: rows per ``write`` call.
 
     Returns:
-        (files shipped, rows newly inserted).
+        How many files were shipped and removed.
     """
     if not folder.is_dir():
-        return 0, 0
-    files = inserted = 0
+        return 0
+    files = 0
     for path in sorted(folder.glob("scoring-*.jsonl")):
         if path == skip:
             continue
@@ -153,12 +151,11 @@ def ship_orphans(
             offset_path = path.with_suffix(".offset")
             offset = _read_offset(offset_path)
             size = os.fstat(fd).st_size
-            rows = read_rows(os.pread(fd, max(size - offset, 0), offset), str(path)) if size > offset else []
-            for start in range(0, len(rows), batch_size):
-                inserted += write(rows[start : start + batch_size])  # a failure leaves the file for next time
+            rows = read_rows(os.pread(fd, size - offset, offset), str(path)) if size > offset else []
+            if rows:
+                handle(rows)
+                log.warning("scoring log: shipped %d rows left by a stopped server in %s", len(rows), path.name)
             path.unlink(missing_ok=True)
             offset_path.unlink(missing_ok=True)
             files += 1
-            if rows:
-                log.warning("scoring log: shipped %d rows left by a stopped server in %s", len(rows), path.name)
-    return files, inserted
+    return files

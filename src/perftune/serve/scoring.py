@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from perftune.errors import PerftuneError
-from perftune.serve.deadletter import DEADLETTER_NAME, DeadLetter
+from perftune.serve.deadletter import DEADLETTER_NAME, DeadLetter, ship
 from perftune.serve.durable import DURABLE_FOLDER, ship_orphans
 from perftune.track.uri import database_url
 
@@ -69,6 +69,7 @@ __all__ = [
     "ReplayResult",
     "feedback_table",
     "insert_rows",
+    "outage",
     "replay",
     "replay_command",
     "scoring_engine",
@@ -156,32 +157,48 @@ def spool_dir(uri: str, workspace: Path | None = None) -> Path:
 
 @dataclass
 class ReplayResult:
-    """What :func:`replay` shipped into the database."""
+    """What :func:`replay` did."""
 
-    deadletter_rows: int = 0
-    durable_files: int = 0
-    inserted: int = 0
+    durable_files: int = 0  # durable logs of stopped servers shipped and removed
+    deadletter_rows: int = 0  # rows read from the dead-letter file
+    inserted: int = 0  # rows new in the database
+    kept: int = 0  # rows the database still refuses, in the dead-letter file
+
+
+def outage(exc: Exception) -> bool:
+    """Whether a write failed because the database is unavailable (rather than refusing these rows)."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
 
 
 def replay(engine: sa.Engine, spool: Path, own_file: Path | None = None) -> ReplayResult:
-    """Ship the dead-letter file and the durable files of stopped servers into the database (idempotent).
+    """Ship the durable logs of stopped servers and the dead-letter file into the database (idempotent).
+
+    Rows of a durable log the database does not take move to the dead-letter file; dead-letter rows it does
+    not take stay there. Nothing is removed before it is in the database or in the dead-letter file.
 
     Args:
         engine: the scoring database.
         spool: the folder of ``scoring-deadletter.jsonl`` and ``scoring-durable/`` (see :func:`spool_dir`).
-        own_file: the caller's own durable file, which is not an orphan.
+        own_file: the caller's own durable log, which is not an orphan.
 
     Raises:
-        sqlalchemy.exc.SQLAlchemyError: the database refused; the files stay for the next replay.
+        OSError: the dead-letter file cannot be written; the durable log stays for the next try.
     """
     result = ReplayResult()
+    deadletter = DeadLetter(spool / DEADLETTER_NAME)
 
     def write(rows: list[dict[str, Any]]) -> int:
         return insert_rows(engine, rows)
 
-    result.durable_files, inserted = ship_orphans(spool / DURABLE_FOLDER, write, skip=own_file)
-    result.deadletter_rows, from_deadletter = DeadLetter(spool / DEADLETTER_NAME).replay(write)
-    result.inserted = inserted + from_deadletter
+    def handle(rows: list[dict[str, Any]]) -> None:
+        inserted, kept = ship(rows, write, outage)
+        result.inserted += inserted
+        if kept:
+            deadletter.append(kept)
+
+    result.durable_files = ship_orphans(spool / DURABLE_FOLDER, handle, skip=own_file)
+    result.deadletter_rows, inserted, result.kept = deadletter.replay(write, outage)
+    result.inserted += inserted
     return result
 
 
@@ -195,12 +212,17 @@ def replay_command(uri: str, workspace: Path) -> str:
     engine = scoring_engine(uri)
     try:
         result = replay(engine, spool)
-    except sa.exc.SQLAlchemyError as exc:
-        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-        raise PerftuneError(f"cannot replay into {uri}: {reason}; the rows stay in {spool} for the next try") from exc
+    except OSError as exc:
+        raise PerftuneError(f"cannot write the dead-letter file in {spool}: {exc.strerror}; nothing removed") from exc
     finally:
         engine.dispose()
-    return (
-        f"replayed {result.deadletter_rows} dead-letter rows and {result.durable_files} durable logs of stopped"
-        f" servers from {spool}: {result.inserted} rows were new in the scoring log"
+    message = (
+        f"replayed {result.durable_files} durable logs of stopped servers and {result.deadletter_rows} dead-letter"
+        f" rows from {spool}: {result.inserted} rows new in the scoring log"
     )
+    if result.kept:
+        raise PerftuneError(
+            f"{message}; {result.kept} rows refused by {uri} stay in {spool / DEADLETTER_NAME}: run again once the"
+            " database takes writes"
+        )
+    return message

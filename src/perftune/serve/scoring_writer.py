@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 
 from perftune.serve.deadletter import DEADLETTER_NAME, DeadLetter
 from perftune.serve.durable import DURABLE_FOLDER, Durability, DurableLog
-from perftune.serve.scoring import insert_rows, replay, scoring_engine
+from perftune.serve.scoring import insert_rows, outage, replay, scoring_engine
 
 log = logging.getLogger("perftune.serve")
 
@@ -91,7 +90,8 @@ class ScoringLog:
         self._flushing = threading.Lock()  # one flush at a time (the thread, or feedback asking for one)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._refusing_until = 0.0
+        self._refusing_until = self._next_replay = 0.0
+        self._replay_backoff_s = 0.5
         self.written = self.dead_lettered = self.lost = self.loop_errors = 0
         self._thread = threading.Thread(target=self._run, name="perftune-scoring-log", daemon=True)
         self._thread.start()
@@ -157,26 +157,22 @@ class ScoringLog:
             log.exception("scoring log: unexpected error in the writer (it keeps running)")
 
     def _recover(self) -> None:
-        """On start: ship what a previous run left (dead-letter rows, durable files of dead processes)."""
-        try:
-            result = replay(self.engine, self.spool, own_file=self.durable.path if self.durable else None)
-        except sa.exc.SQLAlchemyError as exc:
-            log.error("scoring log: cannot replay %s yet (%s); will retry", self.spool, _reason(exc))
-            return
-        if result.deadletter_rows or result.durable_files:
+        """On start: ship what earlier runs left (durable logs of dead processes, the dead-letter file)."""
+        result = replay(self.engine, self.spool, own_file=self.durable.path if self.durable else None)
+        if result.durable_files or result.deadletter_rows:
             log.warning(
-                "scoring log: replayed %d dead-letter rows and %d durable files left by stopped servers"
-                " (%d rows were new)",
-                result.deadletter_rows,
+                "scoring log: replayed %d durable logs of stopped servers and %d dead-letter rows (%d rows new)",
                 result.durable_files,
+                result.deadletter_rows,
                 result.inserted,
             )
+        self._after_replay(result.kept)
 
     def _tick(self) -> None:
         if self.durable is not None:
             self.durable.sync()
-        healthy = self.flush()
-        if healthy and self.deadletter.pending():
+        wrote = self.flush()
+        if wrote is not False and time.monotonic() >= self._next_replay and self.deadletter.pending():
             self._replay_deadletter()
         if self.durable is not None:
             with self._append:
@@ -184,22 +180,33 @@ class ScoringLog:
                     self.durable.rotate_if_done()
 
     def _replay_deadletter(self) -> None:
-        try:
-            rows, inserted = self.deadletter.replay(lambda rows: insert_rows(self.engine, rows))
-        except Exception as exc:
-            log.error("scoring log: replaying %s failed (%s); will retry", self.deadletter.path, _reason(exc))
-            self._refusing_until = time.monotonic() + self.cooldown_s
-            return
-        if rows:
-            log.warning("scoring log: replayed %d rows from %s (%d were new)", rows, self.deadletter.path, inserted)
+        """Replay the dead-letter file: after a batch the database took, at start, and at shutdown."""
+        rows, inserted, kept = self.deadletter.replay(lambda rows: insert_rows(self.engine, rows), outage)
+        if rows > kept:
+            log.warning("scoring log: replayed %d rows from %s (%d new)", rows - kept, self.deadletter.path, inserted)
+        self._after_replay(kept)
 
-    def flush(self) -> bool:
-        """Write what is queued now; returns whether the database took every batch.
+    def _after_replay(self, kept: int) -> None:
+        if kept:  # try again later, less and less often while the database keeps refusing them
+            self._replay_backoff_s = min(self._replay_backoff_s * 2, 60.0)
+            log.error(
+                "scoring log: %d rows in %s are still refused by %s; retrying in %.0f s",
+                kept,
+                self.deadletter.path,
+                self.uri,
+                self._replay_backoff_s,
+            )
+        else:
+            self._replay_backoff_s = 0.5
+        self._next_replay = time.monotonic() + (self._replay_backoff_s if kept else 0)
+
+    def flush(self) -> bool | None:
+        """Write what is queued now; returns None if nothing was queued, else whether every batch was written.
 
         The writer thread calls this every ``interval_s``; the feedback endpoint calls it so that labels can
         follow right after the answer.
         """
-        healthy = True
+        written: bool | None = None
         with self._flushing:
             while self._queue:
                 batch: list[tuple[dict[str, Any], int]] = []
@@ -207,14 +214,15 @@ class ScoringLog:
                     batch.append(self._queue.popleft())
                 rows = [row for row, _ in batch]
                 try:
-                    healthy = self._write(rows) and healthy
+                    ok = self._write(rows)
                 except Exception:  # never lose a popped batch, whatever went wrong above
                     log.exception("scoring log: unexpected error writing a batch")
                     self._dead_letter(rows, "unexpected error")
-                    healthy = False
+                    ok = False
+                written = ok and written is not False
                 if self.durable is not None:
                     self.durable.shipped(batch[-1][1])
-        return healthy
+        return written
 
     def _write(self, rows: list[dict[str, Any]]) -> bool:
         for row in rows:  # serialized here, not on the request path (memory mode)
@@ -247,10 +255,10 @@ class ScoringLog:
             for i, row in enumerate(rows):
                 try:
                     self.written += insert_rows(self.engine, [row])
-                except sa.exc.OperationalError:  # the database itself is unavailable: stop trying row by row
-                    failed.extend(rows[i:])
-                    break
-                except Exception:
+                except Exception as exc:
+                    if outage(exc):  # the database itself is unavailable: stop trying row by row
+                        failed.extend(rows[i:])
+                        break
                     failed.append(row)
         if len(failed) == len(rows):
             self._refusing_until = time.monotonic() + self.cooldown_s
@@ -299,6 +307,8 @@ class ScoringLog:
         self._thread.join()
         if self._queue:  # the thread ended without draining (it cannot, but never leave rows behind silently)
             self._guarded(self.flush)
+        if self.deadletter.pending() and time.monotonic() >= self._refusing_until:
+            self._guarded(self._replay_deadletter)  # the database is back: leave nothing waiting that it takes
         if self.durable is not None:
             self.durable.close()
         unwritten = self.dead_lettered + self.lost - before
