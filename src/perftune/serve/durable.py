@@ -66,8 +66,11 @@ class DurableLog:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"scoring-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         self.offset_path = self.path.with_suffix(".offset")
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # created under another name and locked before it appears, so no other process takes it for an orphan
+        unlocked = self.path.with_name(self.path.name + ".new")
+        self.fd = os.open(unlocked, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process ends: "owner alive"
+        os.rename(unlocked, self.path)
         self.size = self.synced = self.shipped_to = 0
 
     def append(self, row: dict[str, Any]) -> int:
