@@ -64,6 +64,8 @@ class RequestError(Exception):
     """A request the server refuses: HTTP ``status`` and a message safe to return."""
 
     def __init__(self, status: int, message: str) -> None:
+        # names from the request (tensor names, keys, columns) may hold line breaks: the message stays one line
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         super().__init__(message)
         self.status = status
         self.message = message
