@@ -21,7 +21,12 @@ from perftune.serve.model import InputSchema
 
 NAMES = [f"A{i}" for i in range(1, 9)]
 SCHEMA = InputSchema(names=NAMES, types=["double"] * 8)
-EXAMPLES = settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 300)), deadline=None, database=None, suppress_health_check=list(HealthCheck))
+EXAMPLES = settings(
+    max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 300)),
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 scalars = st.one_of(
     st.none(),
