@@ -3,8 +3,10 @@
 A registered diabetes classifier (a small study is tuned and registered in a temporary workspace, unless
 ``--tracking-uri`` and ``--model`` name an existing version) is served twice, side by side:
 
-  (a) ``perftune serve NAME/VERSION`` — 1 worker, scoring log on (the default), on ``/invocations``
-      and on Open Inference Protocol v2 ``/v2/models/NAME/infer``;
+  (a) ``perftune serve NAME/VERSION`` — 1 worker, scoring log on (the default, ``--scoring-durability memory``),
+      on ``/invocations`` and on Open Inference Protocol v2 ``/v2/models/NAME/infer``;
+  (a') the same with ``--scoring-durability local`` (each answered row written through to a local file before
+      the response): its latency and throughput beside (a), as ratios local / memory;
   (b) ``mlflow models serve -m models:/NAME/VERSION --env-manager local`` — 1 worker, ``/invocations``;
   (c) the floor: the same model called in process on one row (perftune's predict on a float row, and MLflow
       pyfunc's predict on a one-row DataFrame).
@@ -14,7 +16,7 @@ concurrency 1 and 8 for a fixed time each. Printed: p50, p99 and requests/s per 
 the ratios the serving issue targets: perftune rps / mlflow rps (target ≥ 2 at both concurrencies) and
 perftune p50 − in-process floor at concurrency 1 (target ≤ 1 ms). wrk and servers share the 2 cores.
 
-Usage: ``python benchmarks/serving.py [--seconds 10] [--tracking-uri URI --model NAME/VERSION]``
+Usage: ``python benchmarks/serving.py [--seconds 5] [--rounds 3] [--tracking-uri URI --model NAME/VERSION]``
 (``make bench-serving`` installs wrk when missing; PERFTUNE_DATA_DIR must point at the datasets).
 """
 
@@ -169,7 +171,8 @@ def wrk(url: str, body: dict, connections: int, seconds: int, scratch: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10, help="load duration per measurement")
+    parser.add_argument("--seconds", type=int, default=5, help="load duration per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians")
     parser.add_argument("--tracking-uri", help="use an existing registry …")
     parser.add_argument("--model", help="… and this NAME/VERSION in it")
     args = parser.parse_args()
@@ -187,13 +190,19 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     # mlflow models serve starts `uvicorn` through bash: the venv's bin must be on PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-    ports = {"perftune": free_port(), "mlflow": free_port()}
+    ports = {"perftune": free_port(), "perftune-local": free_port(), "mlflow": free_port()}
+
+    def perftune(server: str, *extra: str) -> list[str]:
+        folder = scratch / server  # one scoring database (and durable log) per server
+        return [
+            *(str(bin_dir / "perftune"), "serve", reference, "--port", str(ports[server])),
+            *("--tracking-uri", tracking_uri, "--scoring-uri", f"sqlite:///{folder / 'scoring.db'}"),
+            *("--log-level", "warning", "--poll-interval", "0", *extra),
+        ]
+
     commands = {
-        "perftune": [
-            *(str(bin_dir / "perftune"), "serve", reference, "--port", str(ports["perftune"])),
-            *("--tracking-uri", tracking_uri, "--scoring-uri", f"sqlite:///{scratch / 'scoring.db'}"),
-            *("--log-level", "warning", "--poll-interval", "0"),
-        ],
+        "perftune": perftune("perftune"),
+        "perftune-local": perftune("perftune-local", "--scoring-durability", "local"),
         "mlflow": [
             *(str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{name}/{version}"),
             *("--env-manager", "local", "-p", str(ports["mlflow"]), "-w", "1"),
@@ -206,7 +215,8 @@ def main() -> None:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         servers[server] = (process, f"http://127.0.0.1:{ports[server]}")
     try:
-        wait_ready(servers["perftune"][1] + "/v2/health/ready", servers["perftune"][0])
+        for server in ("perftune", "perftune-local"):
+            wait_ready(servers[server][1] + "/v2/health/ready", servers[server][0])
         wait_ready(servers["mlflow"][1] + "/ping", servers["mlflow"][0])
         columns = [f"A{i}" for i in range(1, 9)]
         invocations = {"dataframe_split": {"columns": columns, "data": [ROW]}}
@@ -215,12 +225,19 @@ def main() -> None:
             ("perftune", "/invocations", servers["perftune"][1] + "/invocations", invocations),
             ("perftune", "/v2 infer", servers["perftune"][1] + f"/v2/models/{name}/infer", v2),
             ("mlflow", "/invocations", servers["mlflow"][1] + "/invocations", invocations),
+            ("perftune-local", "/invocations", servers["perftune-local"][1] + "/invocations", invocations),
+            ("perftune-local", "/v2 infer", servers["perftune-local"][1] + f"/v2/models/{name}/infer", v2),
         ]
-        results = {}
-        for connections in (1, 8):
-            for server, endpoint, url, body in targets:
-                wrk(url, body, connections, 2, scratch)  # warm-up
-                results[(server, endpoint, connections)] = wrk(url, body, connections, args.seconds, scratch)
+        # rounds interleave the servers, so a neighbour's load on the shared cores hits them alike; medians
+        runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+        for _ in range(args.rounds):
+            for connections in (1, 8):
+                for server, endpoint, url, body in targets:
+                    wrk(url, body, connections, 1, scratch)  # warm-up
+                    runs.setdefault((server, endpoint, connections), []).append(
+                        wrk(url, body, connections, args.seconds, scratch)
+                    )
+        results = {key: {m: float(np.median([r[m] for r in rs])) for m in rs[0]} for key, rs in runs.items()}
         memory = server_memory_mb(servers["perftune"][0].pid)
     finally:
         for process, _ in servers.values():
@@ -233,14 +250,25 @@ def main() -> None:
 
     print(
         f"\nmodel {reference}; in-process floor (p50 of one-row predict): perftune {floors['perftune_predict']:.3f} ms,"
-        f" MLflow pyfunc {floors['pyfunc_predict']:.3f} ms; {args.seconds} s per measurement, wrk on the same 2 cores\n"
+        f" MLflow pyfunc {floors['pyfunc_predict']:.3f} ms; median of {args.rounds} interleaved rounds of"
+        f" {args.seconds} s, wrk on the same 2 cores\n"
     )
-    print(f"{'server':10} {'endpoint':14} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'rps':>9} {'errors':>6}")
+    print(f"{'server':15} {'endpoint':14} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'rps':>9} {'errors':>6}")
     for (server, endpoint, connections), r in results.items():
         print(
-            f"{server:10} {endpoint:14} {connections:>4} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['rps']:>9.0f}"
-            f" {r['errors']:>6}"
+            f"{server:15} {endpoint:14} {connections:>4} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['rps']:>9.0f}"
+            f" {r['errors']:>6.0f}"
         )
+    print("\nscoring durability, local / memory (same endpoint, same concurrency, same run):")
+    for connections in (1, 8):
+        for endpoint in ("/invocations", "/v2 infer"):
+            queued = results[("perftune", endpoint, connections)]
+            local = results[("perftune-local", endpoint, connections)]
+            print(
+                f"  concurrency {connections} {endpoint:13} p50 × {local['p50_ms'] / queued['p50_ms']:.2f}"
+                f" (+{local['p50_ms'] - queued['p50_ms']:.3f} ms), p99 × {local['p99_ms'] / queued['p99_ms']:.2f},"
+                f" rps × {local['rps'] / queued['rps']:.2f}"
+            )
     print()
     for connections in (1, 8):
         ours, theirs = (

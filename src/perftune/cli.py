@@ -32,6 +32,7 @@ from typer.exceptions import TyperException
 
 from perftune import __version__
 from perftune.errors import PerftuneError
+from perftune.serve.durable import Durability  # an enum in a light module: the option's choices
 from perftune.settings import Settings
 
 # Piped output (CI logs, `make demo | tee`) gets a wide fixed width instead of Rich's 80 columns.
@@ -421,6 +422,14 @@ def serve(
     ] = False,
     scoring_uri: ScoringUri = None,
     no_scoring_log: Annotated[bool, typer.Option("--no-scoring-log", help="Do not log requests.")] = False,
+    scoring_durability: Annotated[
+        Durability,
+        typer.Option(
+            case_sensitive=False,
+            help="memory: rows queued in memory (SIGTERM drains; SIGKILL loses the queue). local: each row written"
+            " through to a local file before the response (SIGKILL loses nothing answered).",
+        ),
+    ] = Durability.memory,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 beyond); > 0.")] = 10.0,
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: never).")] = 2.0,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
@@ -439,6 +448,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level.lower(),
+        scoring_durability=scoring_durability.value,
         token_file=str(token_file) if token_file else None,
         protect_health=protect_health,
         protect_metrics=protect_metrics,
@@ -452,6 +462,7 @@ def serve(
         update={
             "tracking_uri": settings.existing_tracking_uri(),
             "scoring_uri": None if no_scoring_log else settings.scoring_uri_or_default(),
+            "workspace": str(settings.workspace.resolve()),
         }
     )
     from perftune.serve.run import run_server
@@ -467,19 +478,38 @@ def feedback(
     workspace: Workspace = None,
 ) -> None:
     """Attach ground-truth labels to logged requests (rows of one request in order)."""
-    from perftune.serve.feedback import read_labels
+    from perftune.serve.feedback import attach_labels, read_labels
 
     items = read_labels(file)
-    from perftune.serve.scoring import attach_labels, scoring_engine
+    from perftune.serve.scoring import scoring_engine
 
     uri = _settings(scoring_uri=scoring_uri, workspace=workspace).scoring_uri_or_default()
-    stored, unknown = attach_labels(scoring_engine(uri), model, items)
+    result = attach_labels(scoring_engine(uri), model, items)
+    unknown = result.unknown
     console.print(
-        f"labels stored for {stored} requests" + (f"; unknown request ids: {len(unknown)}" if unknown else "")
+        f"labels stored for {result.stored} requests"
+        + (f" ({result.replaced} replaced earlier labels)" if result.replaced else "")
+        + (f"; unknown request ids: {len(unknown)}" if unknown else "")
     )
     if unknown:
         console.print("  " + ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else ""), highlight=False)
         raise typer.Exit(1)
+
+
+scoring_app = typer.Typer(no_args_is_help=True, help="The scoring log: replay rows the database did not take.")
+app.add_typer(scoring_app, name="scoring")
+
+
+@scoring_app.command("replay")
+def scoring_replay(
+    scoring_uri: ScoringUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """Write the dead-letter file and durable logs left by stopped servers into the scoring database (idempotent)."""
+    from perftune.serve.scoring import replay_command
+
+    settings = _settings(scoring_uri=scoring_uri, workspace=workspace)
+    console.print(replay_command(settings.scoring_uri_or_default(), settings.workspace.resolve()), highlight=False)
 
 
 @app.command()

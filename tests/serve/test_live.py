@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import httpx
 import sqlalchemy as sa
@@ -26,11 +26,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(registered, *args: str):
+def server(registered, *args: str, log_file=None):
+    """A real ``perftune serve`` process (its own session, so that its workers can be killed together)."""
     port = free_port()
     command = [sys.executable, "-m", "perftune.cli", "serve", *args, "--port", str(port)]
     command += ["--tracking-uri", registered.uri, "--log-level", "warning"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ)
+    output = log_file.open("a") if log_file else subprocess.PIPE
+    process = subprocess.Popen(
+        command, stdout=output, stderr=subprocess.STDOUT, text=True, env=os.environ, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -40,15 +44,16 @@ def server(registered, *args: str):
         except httpx.TransportError:
             time.sleep(0.2)
         if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stdout.read()}")
+            said = log_file.read_text() if log_file else process.stdout.read()
+            raise AssertionError(f"server exited: {said}")
     else:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         raise AssertionError("server did not become ready in 60 s")
     try:
         yield process, url
     finally:
-        if process.poll() is None:
-            process.kill()
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the server and any workers it left
         process.wait()
 
 
@@ -58,6 +63,7 @@ class Load:
     def __init__(self, url: str, threads: int) -> None:
         self.url, self.stop = url, threading.Event()
         self.results: list[tuple[int, str | None]] = []
+        self.ok_keys: list[str] = []  # X-Request-Id of every 200: what the scoring log must hold
         self.transport_errors = 0
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
@@ -75,6 +81,8 @@ class Load:
                     continue
                 with self.lock:
                     self.results.append((response.status_code, response.headers.get("X-Model-Version")))
+                    if response.status_code == 200:
+                        self.ok_keys.append(response.headers["X-Request-Id"])
 
     def __enter__(self) -> Load:
         for t in self.threads:

@@ -205,16 +205,20 @@ def test_auth_guards_inference_feedback_and_management(secured, client):
 def test_scoring_log_and_feedback_join_by_request_id(client, registered):
     response = client.post("/v2/models/diabetes-clf/infer", json={**tensor(ROWS), "id": "fb-1"})
     assert response.status_code == 200
+    key = response.headers["X-Request-Id"]
+    assert response.json()["id"] == "fb-1" and key != "fb-1"  # the body echoes the client's id; the key is ours
     stored = client.post(
         "/v2/models/diabetes-clf/feedback", json={"items": [{"request_id": "fb-1", "labels": [2, 1]}]}
     ).json()
-    assert stored == {"stored": 1, "unknown_request_ids": []}
+    assert stored["stored"] == 1 and stored["unknown_request_ids"] == []
+    assert stored["matched"] == [{"id": "fb-1", "request_id": key, "by": "client_id", "candidates": 1}]
     unknown = client.post("/v2/models/diabetes-clf/feedback", json={"items": [{"request_id": "nope", "labels": 1}]})
     assert unknown.status_code == 404 and unknown.json()["unknown_request_ids"] == ["nope"]
     engine = sa.create_engine(f"sqlite:///{registered.root / 'scoring.db'}")
     with engine.connect() as conn:
-        row = conn.execute(sa.text("select * from perftune_scoring_log where request_id = 'fb-1'")).mappings().one()
-        labels = conn.execute(sa.text("select labels from perftune_feedback where request_id = 'fb-1'")).scalar_one()
+        row = conn.execute(sa.text(f"select * from perftune_scoring_log where request_id = '{key}'")).mappings().one()
+        labels = conn.execute(sa.text(f"select labels from perftune_feedback where request_id = '{key}'")).scalar_one()
+    assert row["client_id"] == "fb-1"
     assert row["model"] == "diabetes-clf" and row["version"] == "1" and row["rows"] == 2 and row["latency_ms"] > 0
     assert np.allclose(json.loads(row["inputs"]), ROWS)
     assert json.loads(row["outputs"]) == response.json()["outputs"][0]["data"]

@@ -28,10 +28,12 @@ from perftune import __version__
 from perftune.errors import PerftuneError, UsageError
 from perftune.registry.catalog import ModelRegistry
 from perftune.serve import protocol
+from perftune.serve.feedback import RULE as FEEDBACK_RULE
+from perftune.serve.feedback import LabelCountError, attach_labels
 from perftune.serve.metrics import ServerMetrics
 from perftune.serve.model import LoadedModel, load_version
 from perftune.serve.protocol import RequestError
-from perftune.serve.scoring import ScoringLog, attach_labels
+from perftune.serve.scoring_writer import ScoringLog
 from perftune.serve.settings import SETTINGS_ENV, ServeSettings
 
 log = logging.getLogger("perftune.serve")
@@ -122,7 +124,16 @@ class Server:
         self.registry = ModelRegistry(settings.tracking_uri)
         self.model: LoadedModel | None = self._load(settings.reference)
         self.name = self.model.name
-        self.scoring = ScoringLog(settings.scoring_uri) if settings.scoring_uri else None
+        self.scoring = (
+            ScoringLog(
+                settings.scoring_uri,
+                settings.scoring_spool(),
+                settings.scoring_durability,
+                on_failure=self.metrics.scoring_failures.inc,
+            )
+            if settings.scoring_uri
+            else None
+        )
         self.following = "@" in settings.reference
         self._stop = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="perftune-alias-follower", daemon=True)
@@ -202,7 +213,7 @@ class Server:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise RequestError(400, f"malformed JSON: {str(exc).split(':')[0]} (numbers must be finite)") from None
+            raise RequestError(400, protocol.json_error(exc)) from None
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -251,44 +262,64 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return model.predict(X)
         return await run_in_threadpool(model.predict, X)
 
+    async def parse(request: Request, model: LoadedModel, endpoint: str) -> tuple[Any, str | None]:
+        """The request's rows and the client's v2 id (None for /invocations)."""
+        if endpoint == "invocations" and request.headers.get("content-type", "").startswith("text/csv"):
+            return protocol.csv_request(await server.body(request), model.schema), None
+        if endpoint == "invocations":
+            return protocol.invocations_request(await server.json(request), model.schema), None
+        return protocol.v2_request(await server.json(request), model.schema)
+
+    def answered(model: LoadedModel, endpoint: str, X: Any, predictions: Any, client_id: str | None, started: float):
+        """Build the response, then log it: only a response that exists is logged (and later counted as 200)."""
+        key = uuid.uuid4().hex  # the server key: unique, whatever id the client sent
+        headers = {"X-Request-Id": key, "X-Model-Version": model.version}
+        if endpoint == "invocations":
+            response = _json({"predictions": predictions}, headers=headers)
+        else:
+            response = _json(protocol.v2_response(model, predictions, client_id or key), headers=headers)
+        if server.scoring is not None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            try:
+                server.scoring.log(key, client_id, model.name, model.version, endpoint, X, predictions, latency_ms)
+            except OSError as exc:  # durable mode: not written through, so not acknowledged
+                log.error("cannot write the durable scoring log: %s", exc)
+                raise RequestError(
+                    503, f"cannot write the durable scoring log ({exc.strerror}); the request was not answered"
+                ) from None
+            metrics.queue_depth.set(server.scoring.depth())
+        return response
+
     async def infer(request: Request, name: str, version: str | None, endpoint: str) -> Response:
-        """One inference, whatever the protocol: validate, predict, log, count."""
+        """One inference, whatever the protocol: validate, predict, build the response, log, count."""
         started = time.perf_counter()
         model = server.model  # the version that answers this request, even if a swap happens meanwhile
         shown = model.version if model else "-"
         metrics.in_flight.inc()
-        code = 200
+        code = 500
         try:
             if not server.authorized(request):
                 code = 401
                 return denied()
             model = check_name(name, version, model)
-            if endpoint == "invocations" and request.headers.get("content-type", "").startswith("text/csv"):
-                X, request_id = protocol.csv_request(await server.body(request), model.schema), None
-            elif endpoint == "invocations":
-                X, request_id = protocol.invocations_request(await server.json(request), model.schema), None
-            else:
-                X, request_id = protocol.v2_request(await server.json(request), model.schema)
-            request_id = request_id or uuid.uuid4().hex
+            X, client_id = await parse(request, model, endpoint)
             try:
                 predictions = await predict(model, X)
             except Exception:
-                code = 500
                 error_id = uuid.uuid4().hex[:12]
-                log.exception("model error %s in %s v%s (request %s)", error_id, model.name, model.version, request_id)
+                log.exception("model error %s in %s v%s", error_id, model.name, model.version)
                 return _error(500, f"the model failed on this input; error id {error_id} is in the server log")
-            latency = time.perf_counter() - started
-            if server.scoring is not None:
-                server.scoring.log(request_id, model.name, model.version, endpoint, X, predictions, latency * 1000)
-                metrics.queue_depth.set(server.scoring.depth())
+            response = answered(model, endpoint, X, predictions, client_id, started)
             metrics.rows.labels(model.name).observe(len(X))
-            headers = {"X-Request-Id": request_id, "X-Model-Version": model.version}
-            if endpoint == "invocations":
-                return _json({"predictions": predictions}, headers=headers)
-            return _json(protocol.v2_response(model, predictions, request_id), headers=headers)
+            code = 200
+            return response
         except RequestError as exc:
             code = exc.status
             return _error(exc.status, exc.message)
+        except Exception:  # a bug of ours: a 500 with an id, never a traceback to the client nor a "200"
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("server error %s answering %s", error_id, endpoint)
+            return _error(500, f"internal server error; error id {error_id} is in the server log")
         finally:
             metrics.in_flight.dec()
             metrics.requests.labels(server.name, shown, endpoint, str(code)).inc()
@@ -391,10 +422,19 @@ def create_app(settings: ServeSettings) -> FastAPI:
                     raise RequestError(422, f"items[{i}] needs a string 'request_id' and 'labels'")
                 pairs.append((item["request_id"], item["labels"]))
             await run_in_threadpool(server.scoring.flush)  # labels may follow right after the answer
-            stored, unknown = await run_in_threadpool(attach_labels, server.scoring.engine, server.name, pairs)
+            result = await run_in_threadpool(attach_labels, server.scoring.engine, server.name, pairs)
         except RequestError as exc:
             return _error(exc.status, exc.message)
-        return _json({"stored": stored, "unknown_request_ids": unknown[:100]}, 200 if stored else 404)
+        except LabelCountError as exc:
+            return _error(422, str(exc))
+        body = {
+            "stored": result.stored,
+            "replaced": result.replaced,
+            "unknown_request_ids": result.unknown[:100],
+            "matched": result.matched[:100],
+            "rule": FEEDBACK_RULE,
+        }
+        return _json(body, 200 if result.stored else 404)
 
     # ------------------------------------------------------------------------------------------- metrics
 

@@ -79,6 +79,12 @@ class ServerMetrics:
             registry=owner,
             multiprocess_mode="livesum",
         )
+        self.scoring_failures = Counter(
+            "perftune_scoring_log_failures",
+            "Scoring-log rows the database did not take after retries: written to the dead-letter file (replayed"
+            " later), or lost if even that file could not be written (logged at CRITICAL level with their ids).",
+            registry=owner,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

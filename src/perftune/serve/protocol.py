@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from perftune.serve.model import InputSchema, LoadedModel
+from perftune.serve.scoring import CLIENT_ID_MAX
 
 V2_NUMPY = {
     "BOOL": np.bool_,
@@ -33,10 +34,38 @@ V2_NUMPY = {
 INVOCATION_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
+_NON_FINITE = ("nan", "infinity", "inf")
+
+
+def json_error(exc: ValueError) -> str:
+    """orjson's decode error → a one-line message; "numbers must be finite" only where a number is the problem."""
+    message = str(exc).split(":")[0]
+    doc, pos = getattr(exc, "doc", "") or "", getattr(exc, "pos", 0) or 0
+    near = doc[max(pos - 1, 0) : pos + 9].lstrip("-+[, ").lower() if isinstance(doc, str) else ""
+    if "infinity" in message or near.startswith(_NON_FINITE):
+        return f"malformed JSON: {message} (numbers must be finite: NaN and Infinity are not JSON)"
+    return f"malformed JSON: {message}"
+
+
+def client_id(value: Any) -> str | None:
+    """The v2 request's ``"id"``: printable ASCII, at most 128 characters (it is echoed and logged)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(422, "'id' must be a string")
+    if not value or len(value) > CLIENT_ID_MAX:
+        raise RequestError(422, f"'id' must be 1 to {CLIENT_ID_MAX} characters, got {len(value)}")
+    if not (value.isascii() and value.isprintable()):
+        raise RequestError(422, "'id' must be printable ASCII (no control characters, line breaks or non-ASCII)")
+    return value
+
+
 class RequestError(Exception):
     """A request the server refuses: HTTP ``status`` and a message safe to return."""
 
     def __init__(self, status: int, message: str) -> None:
+        # names from the request (tensor names, keys, columns) may hold line breaks: the message stays one line
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         super().__init__(message)
         self.status = status
         self.message = message
@@ -115,9 +144,7 @@ def v2_request(payload: Any, schema: InputSchema) -> tuple[np.ndarray, str | Non
     """An OIP v2 infer request → (rows, request id). One tensor ``[N, F]``, or one tensor per named feature."""
     if not isinstance(payload, dict):
         raise RequestError(422, "the body must be a JSON object with an 'inputs' list")
-    request_id = payload.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise RequestError(422, "'id' must be a string")
+    request_id = client_id(payload.get("id"))
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError(422, "'inputs' must be a non-empty list of tensors {name, shape, datatype, data}")
@@ -266,5 +293,13 @@ def csv_request(body: bytes, schema: InputSchema) -> np.ndarray:
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise RequestError(400, f"malformed CSV: {str(exc).splitlines()[0][:200]}") from None
     columns = {str(c): frame[c].to_numpy() for c in frame.columns}
+    if set(columns) != set(schema.names) or len(columns) != len(frame.columns):
+        # the first line may be data (a CSV without a header): never echo it, only count what matches
+        matching = len(set(columns) & set(schema.names))
+        raise RequestError(
+            422,
+            f"csv: the first line must be a header naming the model's {schema.n_features} columns"
+            f" ({', '.join(schema.names)}); {matching} of its {len(frame.columns)} fields name one",
+        )
     ordered = _by_name(columns, schema, "csv")
     return _rows(_numbers(np.column_stack(ordered) if ordered else [], "csv"), schema, "csv")

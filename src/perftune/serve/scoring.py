@@ -1,28 +1,38 @@
-"""The scoring log ("scoring data"): every answered request's inputs, outputs, latency, model and version.
+"""The scoring log's storage ("scoring data"): tables, schema migration, idempotent inserts, replay.
 
-Rows are queued on the request path (a deque append) and written in batches by one background thread, to
-SQLite (default) or PostgreSQL through SQLAlchemy. ``close()`` — called on SIGTERM via the server's shutdown —
-drains the queue, so every acknowledged request is logged: the row count equals the successful responses.
-Ground-truth labels join later by request id (:func:`attach_labels`).
+Every answered request is one row of ``perftune_scoring_log`` under a **server key** (``request_id``, a uuid4
+hex the server makes, returned as ``X-Request-Id``; unique). The client's own v2 ``"id"`` is kept as
+``client_id`` (nullable, indexed, not unique: clients reuse ids and retries resend them). Because the server
+key is unique, inserting a row is idempotent — :func:`insert_rows` skips keys already present — which is what
+makes the dead-letter file and the durable log safe to replay any number of times.
+
+Databases created before ``client_id`` existed are migrated in place when opened (the column and its index
+are added; the feedback table gets its one-row-per-request unique index, keeping the latest of duplicates).
+
+The writer (:mod:`perftune.serve.scoring_writer`) queues rows and writes them in batches; rows it cannot write
+go to the dead-letter file (:mod:`perftune.serve.deadletter`); ``--scoring-durability local`` adds a local log
+(:mod:`perftune.serve.durable`). :func:`replay` ships both back into the database.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections import deque
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
 from perftune.errors import PerftuneError
+from perftune.serve.deadletter import DEADLETTER_NAME, DeadLetter, ship
+from perftune.serve.durable import DURABLE_FOLDER, ship_orphans
 from perftune.track.uri import database_url
 
 log = logging.getLogger("perftune.serve")
+
+
+CLIENT_ID_MAX = 128  # longest v2 "id" accepted and logged (printable ASCII)
 
 metadata = sa.MetaData()
 
@@ -30,7 +40,8 @@ scoring_table = sa.Table(
     "perftune_scoring_log",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("request_id", sa.String(64), nullable=False, unique=True),  # the server key
+    sa.Column("client_id", sa.String(CLIENT_ID_MAX), nullable=True, index=True),  # the client's v2 "id"
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("model", sa.String(256), nullable=False),
     sa.Column("version", sa.String(32), nullable=False),
@@ -45,130 +56,173 @@ feedback_table = sa.Table(
     "perftune_feedback",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), nullable=False, index=True),
+    sa.Column("request_id", sa.String(64), nullable=False, index=True, unique=True),  # one row per logged request
     sa.Column("model", sa.String(256), nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("labels", sa.Text, nullable=False),  # JSON: one label per row of the request
 )
 
+COLUMNS = tuple(c.name for c in scoring_table.columns if c.name != "id")
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=lambda v: v.tolist()).decode()
+__all__ = [
+    "CLIENT_ID_MAX",
+    "ReplayResult",
+    "feedback_table",
+    "insert_rows",
+    "outage",
+    "replay",
+    "replay_command",
+    "scoring_engine",
+    "scoring_table",
+    "spool_dir",
+]
 
 
 def scoring_engine(uri: str) -> sa.Engine:
+    """An engine on the scoring database, its tables created or migrated to the current schema."""
     uri = database_url(uri, "--scoring-uri", "the scoring log is a database table")
     sqlite = uri.startswith("sqlite:")
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(uri, pool_pre_ping=True, **({"connect_args": {"timeout": 30}} if sqlite else {}))
     try:
-        metadata.create_all(engine, checkfirst=True)
+        try:
+            metadata.create_all(engine, checkfirst=True)
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            metadata.create_all(engine, checkfirst=True)  # another worker created it at the same moment
+        _migrate(engine)
     except sa.exc.OperationalError as exc:
         raise PerftuneError(f"cannot open the scoring log {uri}: {' '.join(str(exc.orig).split())}") from exc
-    except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-        metadata.create_all(engine, checkfirst=True)  # another worker created it at the same moment
     return engine
 
 
-class ScoringLog:
-    """Batched, off-request-path writer of scoring rows."""
-
-    def __init__(self, uri: str, batch_size: int = 500, interval_s: float = 0.2) -> None:
-        self.uri = uri
-        self.engine = scoring_engine(uri)
-        self.batch_size, self.interval_s = batch_size, interval_s
-        self._queue: deque[dict[str, Any]] = deque()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self.written = 0
-        self._thread = threading.Thread(target=self._run, name="perftune-scoring-log", daemon=True)
-        self._thread.start()
-
-    def depth(self) -> int:
-        return len(self._queue)
-
-    def log(
-        self,
-        request_id: str,
-        model: str,
-        version: str,
-        endpoint: str,
-        inputs: Any,
-        outputs: Any,
-        latency_ms: float,
-    ) -> None:
-        self._queue.append(
-            {
-                "request_id": request_id,
-                "at": datetime.now(timezone.utc),
-                "model": model,
-                "version": version,
-                "endpoint": endpoint,
-                "rows": len(inputs),
-                "inputs": inputs,
-                "outputs": outputs,
-                "latency_ms": latency_ms,
-            }
-        )
-        if len(self._queue) >= self.batch_size:
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            self.flush()
-        self.flush()
-
-    def flush(self) -> None:
-        """Write what is queued now (the writer thread does this every ``interval_s``)."""
-        while self._queue:
-            batch = []
-            while self._queue and len(batch) < self.batch_size:
-                batch.append(self._queue.popleft())
-            for row in batch:  # serialized here, not on the request path
-                row["inputs"] = _json(row["inputs"])
-                row["outputs"] = _json(row["outputs"])
-            for attempt in range(10):
-                try:
-                    with self.engine.begin() as conn:
-                        conn.execute(scoring_table.insert(), batch)
-                    self.written += len(batch)
-                    break
-                except sa.exc.OperationalError as exc:  # database busy or briefly away: retry, never drop
-                    log.warning("scoring log write failed (attempt %d): %s", attempt + 1, exc.orig)
-                    time.sleep(min(0.1 * 2**attempt, 5))
-            else:
-                log.error("scoring log: %d rows could not be written to %s", len(batch), self.uri)
-
-    def close(self) -> None:
-        """Write everything queued, then stop (the server calls this on shutdown, SIGTERM included)."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join()
-        self.engine.dispose()
+def _migrate(engine: sa.Engine) -> None:
+    """Bring a scoring database made by an earlier perftune to the current schema (idempotent)."""
+    inspector = sa.inspect(engine)
+    if "client_id" not in {c["name"] for c in inspector.get_columns(scoring_table.name)}:
+        log.warning("scoring log: adding column client_id to %s (schema of an earlier perftune)", scoring_table.name)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {scoring_table.name} ADD COLUMN client_id VARCHAR({CLIENT_ID_MAX})"))
+                next(i for i in scoring_table.indexes if i.columns.keys() == ["client_id"]).create(conn)
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            columns = {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}
+            if "client_id" not in columns:  # not a concurrent migration by another worker: a real failure
+                raise
+    feedback_index = next(i for i in feedback_table.indexes if i.columns.keys() == ["request_id"])
+    existing = {i["name"]: i for i in sa.inspect(engine).get_indexes(feedback_table.name)}
+    if not existing.get(feedback_index.name, {}).get("unique"):
+        log.warning("scoring log: making feedback one row per request (keeping the latest of duplicates)")
+        with engine.begin() as conn:
+            latest = sa.select(sa.func.max(feedback_table.c.id)).group_by(feedback_table.c.request_id)
+            conn.execute(feedback_table.delete().where(feedback_table.c.id.not_in(latest.scalar_subquery())))
+            if feedback_index.name in existing:
+                conn.execute(sa.text(f"DROP INDEX {feedback_index.name}"))
+            feedback_index.create(conn)
 
 
-def attach_labels(engine: sa.Engine, model: str | None, items: list[tuple[str, Any]]) -> tuple[int, list[str]]:
-    """Store ground truth for logged requests of ``model``; returns (stored, unknown request ids)."""
-    ids = [request_id for request_id, _ in items]
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read back from a JSON-lines file → column values (``at`` is an ISO timestamp there)."""
+    values = {c: row.get(c) for c in COLUMNS}
+    if isinstance(values["at"], str):
+        values["at"] = datetime.fromisoformat(values["at"])
+    return values
+
+
+def insert_rows(engine: sa.Engine, rows: list[dict[str, Any]]) -> int:
+    """Insert rows whose server key is not in the table yet (and the first of repeated keys); returns how many.
+
+    Idempotent: replaying the same rows again inserts nothing.
+    """
+    fresh: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        fresh.setdefault(row["request_id"], row)
     with engine.begin() as conn:
-        query = sa.select(scoring_table.c.request_id, scoring_table.c.model, scoring_table.c.rows).where(
-            scoring_table.c.request_id.in_(ids)
+        present = conn.execute(
+            sa.select(scoring_table.c.request_id).where(scoring_table.c.request_id.in_(list(fresh)))
+        ).scalars()
+        for key in present:
+            fresh.pop(key, None)
+        if fresh:
+            conn.execute(scoring_table.insert(), [_row(r) for r in fresh.values()])
+    return len(fresh)
+
+
+def spool_dir(uri: str, workspace: Path | None = None) -> Path:
+    """Where the dead-letter file and the durable log live: beside an SQLite scoring database, else the workspace."""
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        return Path(uri[len("sqlite:///") :]).resolve().parent
+    return (workspace or Path("perftune-workspace")).resolve()
+
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay` did."""
+
+    durable_files: int = 0  # durable logs of stopped servers shipped and removed
+    deadletter_rows: int = 0  # rows read from the dead-letter file
+    inserted: int = 0  # rows new in the database
+    kept: int = 0  # rows the database still refuses, in the dead-letter file
+
+
+def outage(exc: Exception) -> bool:
+    """Whether a write failed because the database is unavailable (rather than refusing these rows)."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+
+
+def replay(engine: sa.Engine, spool: Path, own_file: Path | None = None) -> ReplayResult:
+    """Ship the durable logs of stopped servers and the dead-letter file into the database (idempotent).
+
+    Rows of a durable log the database does not take move to the dead-letter file; dead-letter rows it does
+    not take stay there. Nothing is removed before it is in the database or in the dead-letter file.
+
+    Args:
+        engine: the scoring database.
+        spool: the folder of ``scoring-deadletter.jsonl`` and ``scoring-durable/`` (see :func:`spool_dir`).
+        own_file: the caller's own durable log, which is not an orphan.
+
+    Raises:
+        OSError: the dead-letter file cannot be written; the durable log stays for the next try.
+    """
+    result = ReplayResult()
+    deadletter = DeadLetter(spool / DEADLETTER_NAME)
+
+    def write(rows: list[dict[str, Any]]) -> int:
+        return insert_rows(engine, rows)
+
+    def handle(rows: list[dict[str, Any]]) -> None:
+        inserted, kept = ship(rows, write, outage)
+        result.inserted += inserted
+        if kept:
+            deadletter.append(kept)
+
+    result.durable_files = ship_orphans(spool / DURABLE_FOLDER, handle, skip=own_file)
+    result.deadletter_rows, inserted, result.kept = deadletter.replay(write, outage)
+    result.inserted += inserted
+    return result
+
+
+def replay_command(uri: str, workspace: Path) -> str:
+    """``perftune scoring replay``: replay into ``uri``'s database and say what was done, in one line.
+
+    Raises:
+        PerftuneError: the database refused the rows (they stay in their files).
+    """
+    spool = spool_dir(uri, workspace)
+    engine = scoring_engine(uri)
+    try:
+        result = replay(engine, spool)
+    except OSError as exc:
+        raise PerftuneError(f"cannot write the dead-letter file in {spool}: {exc.strerror}; nothing removed") from exc
+    finally:
+        engine.dispose()
+    message = (
+        f"replayed {result.durable_files} durable logs of stopped servers and {result.deadletter_rows} dead-letter"
+        f" rows from {spool}: {result.inserted} rows new in the scoring log"
+    )
+    if result.kept:
+        raise PerftuneError(
+            f"{message}; {result.kept} rows refused by {uri} stay in {spool / DEADLETTER_NAME}: run again once the"
+            " database takes writes"
         )
-        known = {row.request_id: row for row in conn.execute(query)}
-        unknown = [i for i in ids if i not in known or (model is not None and known[i].model != model)]
-        rows = [
-            {
-                "request_id": request_id,
-                "model": known[request_id].model,
-                "at": datetime.now(timezone.utc),
-                "labels": orjson.dumps(labels if isinstance(labels, list) else [labels]).decode(),
-            }
-            for request_id, labels in items
-            if request_id not in unknown
-        ]
-        if rows:
-            conn.execute(feedback_table.insert(), rows)
-    return len(rows), unknown
+    return message

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from perftune.errors import UsageError
+from perftune.serve.durable import Durability
 
 SETTINGS_ENV = "PERFTUNE_SERVE_SETTINGS"
 
@@ -35,6 +36,16 @@ class ServeSettings(BaseModel):
     token_file: str | None = None
     protect_health: bool = False
     protect_metrics: bool = False
+    scoring_durability: Durability = Field(
+        default=Durability.memory,
+        description="memory: rows queued in memory (SIGTERM drains, SIGKILL loses the queue); local: each row is"
+        " written through to a local file before the response is sent (SIGKILL loses nothing acknowledged)",
+    )
+    workspace: str | None = Field(
+        default=None,
+        description="folder of the dead-letter file and the durable log when the scoring log is not an SQLite file"
+        " (beside the SQLite file otherwise); default ./perftune-workspace",
+    )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="larger bodies get a 413")
     poll_interval_s: float = Field(default=2.0, ge=0, allow_inf_nan=False, description="0: never re-check")
     host: str = Field(default="127.0.0.1", min_length=1)
@@ -56,6 +67,13 @@ class ServeSettings(BaseModel):
                 given = f"{given / 2**20:g}"
             msg = err["msg"].removeprefix("Value error, ")
             raise UsageError(f"{option} {given!s}: {msg[0].lower() + msg[1:]}") from None
+
+    def scoring_spool(self) -> Path:
+        """Where the dead-letter file and the durable log live."""
+        from perftune.serve.scoring import spool_dir
+
+        assert self.scoring_uri is not None
+        return spool_dir(self.scoring_uri, Path(self.workspace) if self.workspace else None)
 
     def token(self) -> str | None:
         """The bearer token from ``token_file`` (None: no auth)."""
