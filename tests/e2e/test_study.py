@@ -92,9 +92,12 @@ def test_budget_study_stops_some_trials_and_tracks_everything(ray_session, write
         if trial["status"] == "stopped_budget":
             assert "train_time_s <= 0.5 broken" in run.data.tags["perftune.stop_reason"]
     # metric histories carry the step index
-    long_trial = next(t for t in group.trials if t.metrics["steps"] >= 300)
+    # (the longest trial: how far trials get before the 0.5 s budget depends on the machine's speed)
+    long_trial = max(group.trials, key=lambda t: t.metrics["steps"])
+    steps = int(long_trial.metrics["steps"])
     history = client.get_metric_history(long_trial.mlflow_run_id, "val_loss")
-    assert [m.step for m in history] == sorted(m.step for m in history) and len(history) >= 3
+    windows = [*range(100, steps + 1, 100), *([steps] if steps % 100 else [])]  # every eval_every, and the end
+    assert [m.step for m in history] == windows and len(windows) >= 2
     assert summary["groups"][0]["best_feasible"]["trial_id"] == best.trial_id
     assert summary["compute"]["counterfactual_cpu_s"] > summary["compute"]["cpu_s"] > 0
     # artifacts live in the workspace, not in ./mlruns of wherever perftune ran

@@ -15,7 +15,7 @@ from perftune.cli import app as cli_app
 from perftune.serve.app import create_app
 from perftune.serve.deadletter import DEADLETTER_NAME
 from perftune.serve.feedback import LabelCountError, attach_labels
-from perftune.serve.scoring import scoring_engine
+from perftune.serve.scoring import scoring_engine, spool_dir
 from perftune.serve.scoring_writer import ScoringLog
 
 ROWS = [[6, 148, 72, 35, 0, 33.6, 0.627, 50], [1, 85, 66, 29, 0, 26.6, 0.351, 31]]
@@ -115,12 +115,13 @@ def test_a_refused_batch_goes_to_the_dead_letter_file_and_is_replayed_when_the_d
 def test_one_poison_row_does_not_take_its_batch_down(tmp_path, uri):
     failures = []
     refuse_writes(uri, when="NEW.client_id = 'poison'")
-    scoring = ScoringLog(uri, tmp_path, on_failure=failures.append, backoff_s=0.01)
+    spool = spool_dir(uri, tmp_path)  # where `perftune scoring replay` looks for this database's rows
+    scoring = ScoringLog(uri, spool, on_failure=failures.append, backoff_s=0.01)
     log_rows(scoring, 9, client_id="good")
     log_rows(scoring, 1, client_id="poison")
     scoring.close()
     assert count(uri) == 9 and failures == [1]
-    (poison,) = (tmp_path / DEADLETTER_NAME).read_text().splitlines()
+    (poison,) = (spool / DEADLETTER_NAME).read_text().splitlines()
     assert json.loads(poison)["client_id"] == "poison"
     accept_writes(uri)
     runner = CliRunner()

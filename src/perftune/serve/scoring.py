@@ -16,6 +16,7 @@ go to the dead-letter file (:mod:`perftune.serve.deadletter`); ``--scoring-durab
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 from perftune.errors import PerftuneError
 from perftune.serve.deadletter import DEADLETTER_NAME, DeadLetter, ship
 from perftune.serve.durable import DURABLE_FOLDER, ship_orphans
+from perftune.settings import default_workspace
 from perftune.track.uri import database_url
 
 log = logging.getLogger("perftune.serve")
@@ -149,10 +151,19 @@ def insert_rows(engine: sa.Engine, rows: list[dict[str, Any]]) -> int:
 
 
 def spool_dir(uri: str, workspace: Path | None = None) -> Path:
-    """Where the dead-letter file and the durable log live: beside an SQLite scoring database, else the workspace."""
+    """Where the dead-letter file and the durable logs of one scoring database live.
+
+    ``<file>-spool/`` beside an SQLite file; for a server database, ``<workspace>/scoring-spool/<digest>/`` with
+    a digest of the URL (credentials left out). One folder per database, so two servers logging to different
+    databases from one workspace never replay each other's rows into the wrong one.
+    """
     if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
-        return Path(uri[len("sqlite:///") :]).resolve().parent
-    return (workspace or Path("perftune-workspace")).resolve()
+        path = Path(uri[len("sqlite:///") :]).resolve()
+        return path.with_name(f"{path.name}-spool")
+    url = sa.engine.make_url(database_url(uri, "--scoring-uri", "the scoring log is a database table"))
+    where = f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
+    return (workspace or default_workspace()).resolve() / "scoring-spool" / digest
 
 
 @dataclass

@@ -302,6 +302,9 @@ class ScoringLog:
         Rows the database does not take by then are in the dead-letter file, and an error line says how many.
         """
         before = self.dead_lettered + self.lost
+        # A last real try: the cooldown spares the request path during an outage, but at shutdown the rows
+        # should reach the database if it is back (the final flush retries, then dead-letters what it refuses).
+        self._refusing_until = 0.0
         self._stop.set()
         self._wake.set()
         self._thread.join()

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from perftune.serve.deadletter import DEADLETTER_NAME
 from perftune.serve.durable import DURABLE_FOLDER
+from perftune.serve.scoring import spool_dir
 from perftune.track.uri import normalize_tracking_uri
 
 THREADS = 4
@@ -88,7 +89,7 @@ def test_a_database_that_refuses_writes_mid_load_loses_no_row(registered, live, 
             execute(uri, "DROP TABLE IF EXISTS perftune_scoring_log")
             execute(uri, "DROP TABLE IF EXISTS perftune_feedback")
     assert all(status == 200 for status, _ in load.results)
-    assert (tmp_path / DEADLETTER_NAME).read_text() == ""
+    assert (spool_dir(uri, tmp_path) / DEADLETTER_NAME).read_text() == ""
     assert "rows could not be written" in (tmp_path / "server.log").read_text()
 
 
@@ -105,7 +106,7 @@ def outage_under_load(registered, live, tmp_path, uri: str, statements: tuple[st
         wait_until(lambda: failures(url) > 0, "rows to reach the dead-letter file")
         seen = len(load.ok_keys)
         wait_until(lambda: len(load.ok_keys) > seen + 30, "answers during the outage")  # serving goes on
-        assert (tmp_path / DEADLETTER_NAME).stat().st_size > 0
+        assert (spool_dir(uri, tmp_path) / DEADLETTER_NAME).stat().st_size > 0
         execute(uri, accept)
         seen = len(load.ok_keys)
         wait_until(lambda: len(load.ok_keys) > seen + 30, "answers after the outage")
@@ -129,7 +130,7 @@ def test_sigkill_under_load_with_local_durability_loses_no_answered_request(
         time.sleep(0.3)  # clients see the closed port
     answered = set(load.ok_keys)
     assert len(answered) == len(load.ok_keys) > 200
-    assert list((tmp_path / DURABLE_FOLDER).glob("scoring-*.jsonl"))  # left behind for the next start
+    assert list((spool_dir(uri) / DURABLE_FOLDER).glob("scoring-*.jsonl"))  # left behind for the next start
     if recovery == "restart":
         with live.server(registered, "diabetes-clf/1", "--scoring-uri", uri) as (process, _):
             sigterm(process)  # the restarted server replays on start; shutdown waits for its writer
@@ -146,7 +147,7 @@ def test_sigkill_under_load_with_local_durability_loses_no_answered_request(
     assert answered <= set(keys)  # nothing acknowledged is lost
     # a row may exist for a request killed after its write and before its answer: at most one per client
     assert len(keys) - len(answered) <= THREADS
-    assert not list((tmp_path / DURABLE_FOLDER).glob("scoring-*.jsonl"))
+    assert not list((spool_dir(uri) / DURABLE_FOLDER).glob("scoring-*.jsonl"))
 
 
 def test_sigterm_under_load_with_local_durability_logs_every_successful_response(registered, live, tmp_path):
@@ -158,4 +159,4 @@ def test_sigterm_under_load_with_local_durability_logs_every_successful_response
         time.sleep(0.3)
     assert all(status == 200 for status, _ in load.results)
     assert sorted(logged_keys(uri)) == sorted(load.ok_keys)
-    assert not list((tmp_path / DURABLE_FOLDER).glob("scoring-*"))  # fully shipped, removed on shutdown
+    assert not list((spool_dir(uri) / DURABLE_FOLDER).glob("scoring-*"))  # fully shipped, removed on shutdown
