@@ -32,7 +32,6 @@ from typer.exceptions import TyperException
 
 from perftune import __version__
 from perftune.errors import PerftuneError
-from perftune.serve.durable import Durability  # an enum in a light module: the option's choices
 from perftune.settings import Settings
 
 # Piped output (CI logs, `make demo | tee`) gets a wide fixed width instead of Rich's 80 columns.
@@ -118,13 +117,14 @@ def tune(
 ) -> None:
     """Run a study: tune every dataset × model under the spec's objectives and budgets."""
     from perftune.spec import load_spec
-    from perftune.tuning.plan import make_plan
 
     loaded = load_spec(spec)
     if workspace is not None:
         loaded.workspace = str(workspace)
     if tracking_uri is not None:
         loaded.tracking.uri = tracking_uri
+    from perftune.tuning.plan import make_plan
+
     make_plan(loaded)  # every spec error, before Ray and MLflow are imported
 
     from perftune.console import LiveProgress, compute_line, result_table
@@ -205,9 +205,10 @@ def savings(
 ) -> None:
     """RQ2: run the spec with policy none and with its own policy; compare compute, regret and false stops."""
     from perftune.spec import load_spec
-    from perftune.tuning.plan import make_plan
 
     loaded = load_spec(spec)
+    from perftune.tuning.plan import make_plan
+
     make_plan(loaded)
 
     from perftune.analysis.savings import run_savings
@@ -423,13 +424,12 @@ def serve(
     scoring_uri: ScoringUri = None,
     no_scoring_log: Annotated[bool, typer.Option("--no-scoring-log", help="Do not log requests.")] = False,
     scoring_durability: Annotated[
-        Durability,
+        str,
         typer.Option(
-            case_sensitive=False,
             help="memory: rows queued in memory (SIGTERM drains; SIGKILL loses the queue). local: each row written"
             " through to a local file before the response (SIGKILL loses nothing answered).",
         ),
-    ] = Durability.memory,
+    ] = "memory",
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 beyond); > 0.")] = 10.0,
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (0: never).")] = 2.0,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
@@ -448,7 +448,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level.lower(),
-        scoring_durability=scoring_durability.value,
+        scoring_durability=scoring_durability.lower(),
         token_file=str(token_file) if token_file else None,
         protect_health=protect_health,
         protect_metrics=protect_metrics,

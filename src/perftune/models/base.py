@@ -8,12 +8,14 @@ only knows how to take one step on a mini-batch, evaluate, predict and serialize
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from perftune.errors import SpecError, did_you_mean
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class TrainingParams(BaseModel):
