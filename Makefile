@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Offline copies of the datasets (tests and the demo never download).
 export PERFTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: demo test lint venv clean bench bench-serving browser
+.PHONY: demo test lint venv clean bench bench-serving bench-drift browser
 
 $(BIN)/perftune: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-serving: venv
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
 	  else echo "install wrk (apt-get install wrk) to run the serving benchmark"; exit 1; fi; }
 	$(BIN)/python benchmarks/serving.py
+
+# perftune monitor's drift check vs Evidently's DataDriftPreset (Evidently gets its own venv in .bench/, made once).
+bench-drift: venv
+	$(BIN)/python benchmarks/drift.py
 
 clean:
 	rm -rf $(VENV) runs perftune-workspace .pytest_cache

@@ -16,7 +16,7 @@ long trials are, so the ratios are printed for two trial lengths (``--epochs``, 
 
 Printed: ``overhead = perftune wall / (raw / cores)`` (1.0 = perfect parallel use of the cores with zero
 cost), ``raytune_default / perftune``, and the measurement's own cost as a fraction of trial time: the
-probe's time (per window) and the watchdog thread's CPU time (a reading every 50 ms), and their sum.
+probe's time (per window) and the watchdog thread's CPU time (readings 50 ms – 1 s apart, by headroom), and their sum.
 
 Usage: ``python benchmarks/overhead.py [--epochs N [N ...]]`` (PERFTUNE_DATA_DIR must point at the datasets).
 """

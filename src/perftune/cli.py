@@ -47,6 +47,7 @@ class _Cli(TyperGroup):
     """The root command: turns every expected error into one line and an exit code (see the module doc)."""
 
     def invoke(self, ctx: typer.Context) -> Any:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # perftune reads small JSON artifacts
         try:
             return super().invoke(ctx)
         except PerftuneError as exc:
@@ -496,6 +497,159 @@ def feedback(
         raise typer.Exit(1)
 
 
+@app.command()
+def monitor(
+    reference: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION.")],
+    window: Annotated[
+        str | None, typer.Option(help="Rows (10000) or a duration (30m, 1h, 2d); default: the version's setting.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the check as JSON (for pipelines).")] = False,
+    html: Annotated[
+        Path | None, typer.Option(help="Write a self-contained HTML page of the check and history.")
+    ] = None,
+    watch: Annotated[str | None, typer.Option(help="Check every interval (60s, 5m) until stopped.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="With --watch: serve Prometheus gauges on this port.")
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="URL of the running perftune serve (its /metrics give the error rate).")
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="A spec whose monitor: section replaces the settings stored with the version.")
+    ] = None,
+    scoring_uri: ScoringUri = None,
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """Check a served version: drift, performance (estimated and with labels), service metrics, baselines.
+
+    Exit code 0 when healthy, 1 when the check found drift, degradation, a broken budget or an anomaly.
+    """
+    from perftune.errors import UsageError
+    from perftune.spec import load_spec, parse_window
+
+    for option, value in (("--window", window), ("--watch", watch)):
+        try:
+            kind = parse_window(value)[0] if value is not None else None
+        except ValueError as exc:
+            raise UsageError(f"{option}: {exc}") from None
+        if option == "--watch" and kind == "rows":
+            raise UsageError(f"--watch {value}: give an interval with a unit (60s, 5m, 1h)")
+    if metrics_port is not None and watch is None:
+        raise UsageError("--metrics-port serves gauges while watching; add --watch INTERVAL")
+    settings = load_spec(spec).monitor if spec is not None else None
+    from perftune.monitor.check import Monitor
+    from perftune.monitor.render import print_check, summary_line, to_json
+
+    given = _settings(scoring_uri=scoring_uri, tracking_uri=tracking_uri, workspace=workspace)
+    checker = Monitor(reference, given.existing_tracking_uri(), given.scoring_uri_or_default(), settings, server)
+
+    def show(result) -> None:
+        if json_out:
+            print(to_json(result, indent=2 if watch is None else None), flush=True)  # --watch: one JSON line per check
+        elif watch is not None:
+            console.print(summary_line(result), highlight=False)
+        else:
+            print_check(console, result)
+        if html is not None:
+            from perftune.monitor.html import write_page
+
+            write_page(checker, result, html)
+
+    try:
+        if watch is not None:
+            from perftune.monitor.watch import watch as watch_loop
+
+            watch_loop(checker, parse_window(watch)[1], window, show, metrics_port)
+            return
+        result = checker.check(window)
+        show(result)
+        if html is not None and not json_out:
+            console.print(f"page: {html}")
+    finally:
+        checker.close()
+    if not result.healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def explain(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    rows: Annotated[int, typer.Option(min=1, max=10_000, help="Attribute the latest N scored rows.")] = 5,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    html: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML page.")] = None,
+    scoring_uri: ScoringUri = None,
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """A version's global importance (permutation, test split) and per-row attributions of its latest scored rows."""
+    import json
+
+    from perftune.explain.version import explain_version
+
+    given = _settings(scoring_uri=scoring_uri, tracking_uri=tracking_uri, workspace=workspace)
+    registry = _registry(tracking_uri, workspace)
+    try:
+        found = explain_version(registry, given.scoring_uri_or_default(), name, version, rows)
+    finally:
+        registry.close()
+    if html is not None:
+        from perftune.explain.html import write_page
+
+        write_page(found, html)
+    if json_out:
+        document = {
+            "name": found.name, "version": found.version,
+            "importance": [f.__dict__ for f in found.importance],
+            "attributions": found.attributions.to_dict() if found.attributions else None, "rows": found.rows_note,
+        }  # fmt: skip
+        print(json.dumps(document, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{found.name} v{found.version}: permutation importance (test split)", title_justify="left")
+    for header in ("feature", "score drop", "± std"):
+        table.add_column(header, justify="left" if header == "feature" else "right")
+    for f in found.importance:
+        table.add_row(escape(f.feature), f"{f.mean:.4f}", f"{f.std:.4f}")
+    console.print(table)
+    a = found.attributions
+    if a is None:
+        console.print(f"attributions: {found.rows_note}")
+        return
+    table = Table(title=f"attributions of {found.rows_note} ({a.explained[0]})", title_justify="left")
+    for header in ("row", "base", *a.feature_names, "= output"):
+        table.add_column(escape(header), justify="right")
+    for i in range(len(a.output)):
+        table.add_row(str(i), f"{a.base_value[i]:.3f}", *(f"{v:+.3f}" for v in a.values[i]), f"{a.output[i]:.3f}")
+    console.print(table)
+
+
+@app.command()
+def profile(
+    reference: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION.")],
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """(Re)build a version's reference profile for monitoring from its refit recipe and store it with the version."""
+    from perftune.monitor.reference import profile_from_recipe
+
+    registry = _registry(tracking_uri, workspace)
+    try:
+        version = registry.resolve(reference)
+        built = profile_from_recipe(registry.client, version)
+    finally:
+        registry.close()
+    kinds = [c.kind for c in built.columns]
+    console.print(
+        f"profile of {version.name} v{version.version}: {built.rows} training rows, {kinds.count('numeric')} numeric "
+        f"and {kinds.count('categorical')} categorical columns"
+        + (", CBPE calibration" if built.calibration else ", no probabilities (performance not estimable)"),
+        highlight=False,
+    )
+
+
 scoring_app = typer.Typer(no_args_is_help=True, help="The scoring log: replay rows the database did not take.")
 app.add_typer(scoring_app, name="scoring")
 
@@ -523,16 +677,22 @@ def deploy(
     token_secret: Annotated[
         str | None, typer.Option(help="Kubernetes Secret holding the bearer token (key: token).")
     ] = None,
+    monitor_every: Annotated[
+        str | None,
+        typer.Option(help="Add a CronJob running `perftune monitor` this often (5m, 1h); needs Secret <app>-scoring."),
+    ] = None,
     tracking_uri: TrackingUri = None,
     workspace: Workspace = None,
 ) -> None:
     """Write a Dockerfile and Kubernetes manifests sized from the version's measured latency and memory."""
-    from perftune.serve.deploy import check_deploy_options, sizing_from_tags, write_deploy
+    from perftune.serve.deploy import check_deploy_options, cron_schedule, sizing_from_tags, write_deploy
 
     check_deploy_options(target, target_rps, port, out)
+    if monitor_every is not None:
+        cron_schedule(monitor_every)  # a bad interval is a usage error before the registry is opened
     version = _registry(tracking_uri, workspace).servable(reference)  # archived versions are refused
     sizing = sizing_from_tags(version.name, str(version.version), version.tags, target_rps)
-    written = write_deploy(out, sizing, reference, image, port, token_secret)
+    written = write_deploy(out, sizing, reference, image, port, token_secret, monitor_every)
     console.print(sizing.explanation(), highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
 

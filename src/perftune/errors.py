@@ -29,6 +29,13 @@ _MEANINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def field_name(text: object) -> str:
+    """A key as an error message shows it: as written, or quoted with escapes when it is empty, padded or holds
+    control characters (a key made of a line break must still read as one line)."""
+    text = str(text)
+    return text if text and text.isprintable() and text == text.strip() else repr(text)
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the known name ``name`` most likely meant, or ``""``.
 

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from perftune.errors import SpecError, did_you_mean
+from perftune.errors import SpecError, did_you_mean, field_name
 from perftune.settings import default_workspace
 from perftune.track.uri import default_tracking_uri, normalize_tracking_uri
 
@@ -239,6 +239,10 @@ class ConstraintSpec(_Model):
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.bound:g}"
 
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` of the metric is on the right side of the bound."""
+        return value <= self.bound if self.op == "<=" else value >= self.bound
+
 
 class PredictorSpec(_Model):
     """A learned predictor of final metric values, fitted on a finished study of the same search."""
@@ -295,7 +299,7 @@ class SearchSpec(_Model):
                     value if isinstance(value, (Values, PowersOfTwo, PowersOfTen, Range)) else parse_domain(value)
                 )
             except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
+                raise ValueError(f"{field_name(name)}: {exc}") from None
         return parsed
 
     @field_serializer("space")
@@ -346,6 +350,183 @@ class TrackingSpec(_Model):
     )
 
 
+class ColumnMonitorSpec(_Model):
+    """How one column is tested for drift."""
+
+    test: str | None = Field(default=None, description="a drift test by name (default: Evidently's choice)")
+    threshold: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="default: the test's")
+
+    @field_validator("test")
+    @classmethod
+    def _known_test(cls, name: str | None) -> str | None:
+        if name is not None:
+            from perftune.monitor.stattests.base import get_test
+
+            try:
+                get_test(name)
+            except SpecError as exc:
+                raise ValueError(str(exc)) from None
+        return name
+
+
+class BaselineSpec(_Model):
+    """Adaptive baselines: each monitored series against the rolling median ± k·MAD of its own history."""
+
+    history: int = Field(default=30, ge=3, description="past checks the baseline is learned from")
+    min_history: int = Field(default=8, ge=3, description="checks needed before a series can be flagged")
+    k: float = Field(default=3.5, gt=0, allow_inf_nan=False, description="robust z-score beyond which a point is out")
+    persistence: int = Field(default=3, ge=1, description="consecutive out points (same side) that flag a series")
+
+
+class MonitorSpec(_Model):
+    """``perftune monitor``: drift tests, thresholds and baselines (stored with each registered version)."""
+
+    window: str = Field(default="10000", description="rows (10000) or a duration (30m, 1h, 2d) of scoring data")
+    drift_share: float = Field(default=0.5, gt=0, le=1, description="share of drifted columns that is dataset drift")
+    numeric_test: str | None = Field(default=None, description="test for every numeric column (default: by size)")
+    categorical_test: str | None = Field(default=None, description="test for every categorical column")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="per test name: its threshold")
+    columns: dict[str, ColumnMonitorSpec] = Field(default_factory=dict, description="per column: test, threshold")
+    categorical: list[str] = Field(
+        default_factory=list, description="columns to profile as categorical (default: ≤ 5 distinct values)"
+    )
+    numeric: list[str] = Field(default_factory=list, description="columns to profile as numeric whatever their values")
+    max_missing_increase: float = Field(default=0.05, ge=0, le=1, description="missing rate above the reference's")
+    max_out_of_range: float = Field(default=0.05, ge=0, le=1, description="share of values outside [min, max]")
+    performance_margin: float = Field(
+        default=0.05,
+        ge=0,
+        allow_inf_nan=False,
+        description="drop of accuracy (rise of RMSE, relative) that is a finding",
+    )
+    min_rows: int = Field(default=100, ge=1, description="rows a window needs before drift is tested")
+    baseline: BaselineSpec = Field(default_factory=BaselineSpec)
+
+    @field_validator("numeric_test", "categorical_test")
+    @classmethod
+    def _known(cls, name: str | None) -> str | None:
+        return ColumnMonitorSpec._known_test(name)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_thresholds(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        for name, value in thresholds.items():
+            ColumnMonitorSpec._known_test(name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"threshold of {name!r} must be a finite number ≥ 0, got {value!r}")
+        return thresholds
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: str) -> str:
+        parse_window(window)
+        return window
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_window(text: str | int) -> tuple[str, float]:
+    """``("rows", n)`` or ``("seconds", s)`` from ``10000`` / ``"30m"`` / ``"1h"``; ValueError says the forms."""
+    raw = str(text).strip()
+    if raw.isdigit() and int(raw) > 0:
+        return "rows", float(int(raw))
+    match = _DURATION.match(raw)
+    if match and float(match.group(1)) > 0:
+        return "seconds", float(match.group(1)) * _SECONDS[match.group(2)]
+    raise ValueError(f"window {text!r}: give a number of rows (10000) or a duration (90s, 30m, 1h, 2d)")
+
+
+def _duration(value: str | None, what: str) -> str | None:
+    """``value`` when it is a duration (90s, 30m, 1h, 7d); a ValueError saying so otherwise."""
+    if value is None:
+        return None
+    try:
+        kind = parse_window(value)[0]
+    except ValueError:
+        kind = "rows"
+    if kind != "seconds":
+        raise ValueError(f"{what} {value!r}: give a duration with a unit (90s, 30m, 1h, 7d)")
+    return value
+
+
+class RetrainTriggersSpec(_Model):
+    """What starts a retraining (any of them; ``perftune retrain`` also runs on demand)."""
+
+    dataset_drift: bool = Field(default=True, description="the monitor found dataset drift")
+    performance_drop: float | None = Field(
+        default=0.05, ge=0, allow_inf_nan=False,
+        description="realized or estimated performance worse than the test split by this margin; null: never",
+    )  # fmt: skip
+    anomaly: bool = Field(default=False, description="a monitored series left its adaptive baseline")
+    schedule: str | None = Field(default=None, description="also retrain this often (e.g. 7d); null: never")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return _duration(value, "schedule")
+
+
+class RetrainDataSpec(_Model):
+    """The retraining data: the version's training data plus the labelled scoring data since it was deployed."""
+
+    include_training: bool = Field(default=True, description="start from the version's training split")
+    max_recent_rows: int = Field(default=100_000, ge=1, description="cap on labelled scoring rows (newest kept)")
+    recency_half_life: str | None = Field(
+        default="7d", description="weight of a scoring row halves with this age; null: equal weights"
+    )
+    holdout_fraction: float = Field(
+        default=0.3, gt=0, lt=1, description="recent labelled rows held out for champion vs challenger"
+    )
+
+    @field_validator("recency_half_life")
+    @classmethod
+    def _half_life(cls, value: str | None) -> str | None:
+        return _duration(value, "recency_half_life")
+
+
+class RetrainSearchSpec(_Model):
+    """The smaller search: the original constraints and early stopping, warm-started from the previous study."""
+
+    budget: float = Field(default=0.3, gt=0, le=1, description="share of the original study's trials")
+    warm_start: bool = Field(default=True, description="seed the search with the previous study's best trials")
+
+
+class PromoteSpec(_Model):
+    margin: float = Field(
+        default=0.01, ge=0, allow_inf_nan=False,
+        description="accuracy gain (absolute) or RMSE drop (relative) the challenger needs",
+    )  # fmt: skip
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="level of the paired test (McNemar / bootstrap)")
+
+
+class ProbationSpec(_Model):
+    """After a promotion: roll back when the new champion degrades within the window."""
+
+    window: str = Field(default="1h", description="how long a new champion is on probation")
+    max_drop: float = Field(default=0.05, ge=0, allow_inf_nan=False, description="performance drop vs its test split")
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_latency_increase: float = Field(
+        default=0.5, ge=0, allow_inf_nan=False, description="relative rise of served latency p95 over the previous"
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return _duration(value, "probation window") or value
+
+
+class RetrainSpec(_Model):
+    """``perftune retrain`` and ``perftune monitor --retrain``: when and how a version is replaced."""
+
+    triggers: RetrainTriggersSpec = Field(default_factory=RetrainTriggersSpec)
+    data: RetrainDataSpec = Field(default_factory=RetrainDataSpec)
+    search: RetrainSearchSpec = Field(default_factory=RetrainSearchSpec)
+    promote: PromoteSpec = Field(default_factory=PromoteSpec)
+    probation: ProbationSpec = Field(default_factory=ProbationSpec)
+
+
 class Spec(_Model):
     """A whole study: what to tune, on which data, under which budgets."""
 
@@ -363,6 +544,8 @@ class Spec(_Model):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
     workspace: str | None = Field(default=None, description="default: $PERFTUNE_WORKSPACE or ./perftune-workspace")
 
     @field_validator("models")
@@ -391,7 +574,9 @@ class Spec(_Model):
 
     def fingerprint(self) -> str:
         """sha256 of everything that decides the study's results (not where it runs or is logged)."""
-        payload = self.model_dump(mode="json", exclude={"name", "execution", "tracking", "workspace", "gate"})
+        payload = self.model_dump(
+            mode="json", exclude={"name", "execution", "tracking", "workspace", "gate", "monitor", "retrain"}
+        )
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -453,9 +638,7 @@ def _loc(parts: tuple[Any, ...]) -> str:
         elif str(part).startswith("function-"):  # pydantic's validator wrappers are not spec fields
             continue
         else:
-            text = str(part)
-            if not text or not text.isprintable() or text != text.strip():
-                text = repr(text)  # a key made of spaces or control characters must still read as one line
+            text = field_name(part)
             out += f".{text}" if out else text
     return out
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -52,6 +54,14 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
             "search.space: the search space is empty",
         ),
         (("models: [sgd_logistic]", "models: [sgd_logistic\n  oops: ]"), "malformed YAML at line"),
+        (
+            ("objectives: [accuracy]", "objectives: [accuracy]\nmonitor: {columns: {A2: {test: kolmogorov}}}"),
+            "monitor.columns.A2.test: unknown drift test 'kolmogorov'",
+        ),
+        (
+            ("objectives: [accuracy]", "objectives: [accuracy]\nmonitor: {window: 5 hours}"),
+            "monitor.window: window '5 hours': give a number of rows (10000) or a duration (90s, 30m, 1h, 2d)",
+        ),
     ],
     ids=[
         "unknown-dataset",
@@ -61,6 +71,8 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         "negative-budget",
         "empty-space",
         "malformed-yaml",
+        "unknown-drift-test",
+        "bad-monitor-window",
     ],
 )
 def test_bad_specs_give_one_line_and_exit_code_2(tmp_path: Path, change, message):
@@ -129,19 +141,28 @@ def test_resume_after_interrupt_does_not_repeat_finished_trials(tmp_path: Path):
     )
 
     def logged_trials() -> dict[str, str]:
-        if not (tmp_path / "ws" / "mlflow.db").exists():
+        # Read the store read-only with sqlite3: an MlflowClient here would create or migrate the schema
+        # while the study is creating it, and that race made the study itself fail.
+        db = tmp_path / "ws" / "mlflow.db"
+        if not db.exists():
             return {}
         try:
-            runs = MlflowClient(uri).search_runs(["1"], filter_string="tags.`perftune.kind` = 'trial'")
-        except Exception:  # the store may still be being created
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+                rows = conn.execute(
+                    "SELECT t.value, t.run_uuid FROM tags t JOIN tags k ON k.run_uuid = t.run_uuid"
+                    " WHERE t.key = 'perftune.trial_id' AND k.key = 'perftune.kind' AND k.value = 'trial'"
+                ).fetchall()
+        except sqlite3.Error:  # the study is still creating the schema
             return {}
-        return {r.data.tags["perftune.trial_id"]: r.info.run_id for r in runs}
+        return dict(rows)
 
     deadline = time.time() + 240
     while len(logged_trials()) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.3)
     before = logged_trials()
-    assert proc.poll() is None, "the study finished before it could be interrupted; make its trials longer"
+    if proc.poll() is not None:
+        _, stderr = proc.communicate()
+        raise AssertionError(f"the study ended (exit {proc.returncode}) before it could be interrupted:\n{stderr}")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from perftune.analysis.savings import run_savings
+from perftune.errors import UsageError
 from perftune.spec import load_spec
 
 STUDY = """
@@ -49,6 +50,10 @@ def test_savings_runs_both_studies_then_reuses_them(ray_session, write_spec, tmp
     monkeypatch.setattr("perftune.tuning.engine.run_study", must_not_run)
     again = run_savings(spec, out=tmp_path / "runs" / "sav")
     assert again.groups[0].cpu_s_full == pytest.approx(group.cpu_s_full)
+    # a changed spec never replaces the runs silently, and the error names savings' own option
+    changed = load_spec(write_spec(STUDY.replace("batch_size: [2, 16, 128]", "batch_size: [2, 16, 64]")))
+    with pytest.raises(UsageError, match="--rerun"):
+        run_savings(changed, out=tmp_path / "runs" / "sav")
 
     # the CLI on the same runs: report and compare
     report_cli = subprocess.run(

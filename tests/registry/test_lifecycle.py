@@ -15,6 +15,7 @@ import perftune
 from perftune.cli import app
 from perftune.registry.audit import champion_stack
 from perftune.registry.catalog import CHALLENGER, CHAMPION, ModelRegistry
+from perftune.track.uri import mlflow_store
 from perftune.tuning.results import load_study
 
 STUDY = """
@@ -123,8 +124,9 @@ def test_concurrent_promotes_keep_aliases_and_audit_consistent(backend):
     cli("register", str(out), "--name", "race", "--tracking-uri", uri)
     registry = ModelRegistry(uri)
     first = registry.version("race", "1")
-    for _ in range(7):  # 7 more versions of the same artifact: promote only cares that they exist
-        registry.client.create_model_version("race", first.source, run_id=first.run_id, tags=first.tags)
+    with mlflow_store(uri):  # MLflow resolves the logged model of `source` through its process-wide store
+        for _ in range(7):  # 7 more versions of the same artifact: promote only cares that they exist
+            registry.client.create_model_version("race", first.source, run_id=first.run_id, tags=first.tags)
     env = {**os.environ, "COLUMNS": "200"}
     command = [sys.executable, "-m", "perftune.cli", "promote", "race"]
 

@@ -12,6 +12,7 @@ from perftune.data import Locations, load_dataset
 from perftune.data.split import holdout_split
 from perftune.registry.register import GateFailed, register
 from perftune.spec import DatasetSpec
+from perftune.track.uri import mlflow_store
 
 STUDY = """
 name: reg
@@ -89,8 +90,8 @@ def test_register_refits_tests_gates_and_versions_with_lineage(study):
     assert version.tags["test.accuracy"] and version.tags["test.latency_ms_p95"]
 
     # the registered model serves raw rows through MLflow's pyfunc, like `mlflow models serve` would
-    mlflow.set_tracking_uri(summary.tracking["uri"])
-    model = mlflow.pyfunc.load_model("models:/diabetes-clf@challenger")
+    with mlflow_store(summary.tracking["uri"]):  # not set for good: later tests' subprocesses inherit it
+        model = mlflow.pyfunc.load_model("models:/diabetes-clf@challenger")
     dataset = load_dataset(DatasetSpec(name="diabetes"), where=Locations.default(out.parent / "ws"))
     _, test = holdout_split(dataset, 0.3, 0)
     import pandas as pd

@@ -4,15 +4,12 @@ no console errors. Chromium comes from Debian (`chromium`; `.ci/run` installs it
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pytest
 
 import perftune
 from perftune.report.html import build_report
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTIONS = ["summary", "best", "datasets", "rq1", "curves", "pareto", "rq2", "spec"]
 
 STUDY = """
@@ -49,41 +46,13 @@ def test_report_records_rq1_in_summary_and_files(report_page):
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # self-contained
 
 
-def test_report_renders_in_headless_chromium(report_page, tmp_path):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI; `make test` installs it (apt-get install chromium)")
-        pytest.skip("needs Debian's chromium (`make test` installs it when run as root)")
-    from playwright.sync_api import sync_playwright
-
+def test_report_renders_in_headless_chromium(report_page, render_page, tmp_path):
     page_path, _ = report_page
-    errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(page_path.as_uri(), wait_until="load")
-        present = page.evaluate("ids => ids.filter(id => document.getElementById(id) !== null)", SECTIONS)
-        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-        best_row = page.inner_text("#best table")
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
-    assert present == SECTIONS
-    assert len(images) >= 3  # learning curves, Pareto, effects
-    assert all(complete and width > 0 for _, complete, width in images), images
-    assert errors == []
-    assert "diabetes" in best_row and "sgd_logistic" in best_row
-    assert (tmp_path / "report.png").stat().st_size > 10_000
+    shot = tmp_path / "report.png"
+    seen = render_page(page_path, SECTIONS, texts=("#best table",), screenshot=shot)
+    assert seen.present == SECTIONS
+    assert len(seen.images) >= 3  # learning curves, Pareto, effects
+    assert all(complete and width > 0 for _, complete, width in seen.images), seen.images
+    assert seen.errors == []
+    assert "diabetes" in seen.texts["#best table"] and "sgd_logistic" in seen.texts["#best table"]
+    assert shot.stat().st_size > 10_000

@@ -155,3 +155,25 @@ def test_feedback_cli_attaches_labels_and_reports_unknown_ids(registered, tmp_pa
     labels.write_text("id,y\n1,2\n")
     result = cli("feedback", str(labels), "--model", "diabetes-clf", "--scoring-uri", f"sqlite:///{scoring}")
     assert result.exit_code == 2 and "needs columns request_id and label" in result.output
+
+
+def test_monitor_every_adds_a_valid_cronjob_and_a_shared_scoring_database(registered, tmp_path):
+    out = tmp_path / "deploy"
+    args = ["deploy", "diabetes-clf@champion", "--out", str(out), "--tracking-uri", registered.uri]
+    result = cli(*args, "--monitor-every", "5m")
+    assert result.exit_code == 0, result.output
+    cronjob = yaml.safe_load((out / "monitor-cronjob.yaml").read_text())
+    kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    assert cronjob["kind"] == "CronJob" and cronjob["spec"]["schedule"] == "*/5 * * * *"
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    container = job["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["monitor", "diabetes-clf@champion"] and job["backoffLimit"] == 0
+    assert "$(PERFTUNE_SCORING_URI)" in container["args"]
+    server = yaml.safe_load((out / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"][0]
+    assert server["args"][server["args"].index("--scoring-uri") + 1] == "$(PERFTUNE_SCORING_URI)"
+    for every, schedule in (("1h", "0 * * * *"), ("6h", "0 */6 * * *"), ("1d", "0 0 * * *")):
+        assert cli(*args, "--monitor-every", every).exit_code == 0
+        assert yaml.safe_load((out / "monitor-cronjob.yaml").read_text())["spec"]["schedule"] == schedule
+    bad = cli(*args, "--out", str(tmp_path / "bad"), "--monitor-every", "7m")
+    assert bad.exit_code == 2 and "--monitor-every 7m: give minutes that divide an hour" in bad.output
+    assert not (tmp_path / "bad").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -13,7 +12,7 @@ from typer.testing import CliRunner
 
 from perftune.cli import app as cli_app
 from perftune.serve.app import create_app
-from perftune.serve.deadletter import DEADLETTER_NAME
+from perftune.serve.deadletter import DEADLETTER_NAME, DeadLetter
 from perftune.serve.feedback import LabelCountError, attach_labels
 from perftune.serve.scoring import scoring_engine, spool_dir
 from perftune.serve.scoring_writer import ScoringLog
@@ -102,14 +101,14 @@ def test_a_refused_batch_goes_to_the_dead_letter_file_and_is_replayed_when_the_d
     log_rows(scoring, 20)
     scoring.flush()
     assert sum(failures) == 20 and count(uri) == 0
-    lines = (tmp_path / DEADLETTER_NAME).read_text().splitlines()
-    assert len(lines) == 20 and json.loads(lines[0])["request_id"] == "key-None-0"
+    waiting = DeadLetter(tmp_path / DEADLETTER_NAME).rows()  # under its lock: the writer may be replaying it
+    assert len(waiting) == 20 and waiting[0]["request_id"] == "key-None-0"
     assert scoring._thread.is_alive()
     accept_writes(uri)
     log_rows(scoring, 5, client_id="after")
     scoring.close()  # the next batch succeeds; the dead letters are replayed (at the latest on close)
     assert count(uri) == 25
-    assert (tmp_path / DEADLETTER_NAME).read_text() == ""
+    assert DeadLetter(tmp_path / DEADLETTER_NAME).rows() == []
 
 
 def test_one_poison_row_does_not_take_its_batch_down(tmp_path, uri):
@@ -121,14 +120,23 @@ def test_one_poison_row_does_not_take_its_batch_down(tmp_path, uri):
     log_rows(scoring, 1, client_id="poison")
     scoring.close()
     assert count(uri) == 9 and failures == [1]
-    (poison,) = (spool / DEADLETTER_NAME).read_text().splitlines()
-    assert json.loads(poison)["client_id"] == "poison"
+    (poison,) = DeadLetter(spool / DEADLETTER_NAME).rows()
+    assert poison["client_id"] == "poison"
     accept_writes(uri)
     runner = CliRunner()
-    for new in (1, 0):  # idempotent: the second replay inserts nothing
-        result = runner.invoke(cli_app, ["scoring", "replay", "--scoring-uri", uri, "--workspace", str(tmp_path)])
-        assert result.exit_code == 0 and f"{new} rows new" in result.output, result.output
+    replay = ["scoring", "replay", "--scoring-uri", uri, "--workspace", str(tmp_path)]
+    result = runner.invoke(cli_app, replay)
+    assert result.exit_code == 0 and "1 rows new" in result.output, result.output
+    result = runner.invoke(cli_app, replay)  # idempotent: the replayed file is gone, nothing is written twice
+    assert result.exit_code == 0 and "nothing to replay" in result.output, result.output
     assert count(uri) == 10
+
+
+def test_replay_with_nothing_to_replay_creates_no_database(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'scoring.db'}"
+    result = CliRunner().invoke(cli_app, ["scoring", "replay", "--scoring-uri", uri, "--workspace", str(tmp_path)])
+    assert result.exit_code == 0 and "nothing to replay" in result.output, result.output
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_any_exception_is_retried_then_dead_lettered_and_the_thread_survives(tmp_path, uri, monkeypatch, caplog):
@@ -156,7 +164,7 @@ def test_a_shutdown_that_cannot_drain_says_how_many_rows_went_to_the_dead_letter
     with caplog.at_level(logging.ERROR, logger="perftune.serve"):
         scoring.close()
     assert any("shutdown could not drain 7 rows" in r.getMessage() for r in caplog.records)
-    assert len((tmp_path / DEADLETTER_NAME).read_text().splitlines()) == 7
+    assert len(DeadLetter(tmp_path / DEADLETTER_NAME).rows()) == 7
 
 
 def test_rows_that_reach_neither_the_database_nor_the_dead_letter_file_are_named_at_critical_level(

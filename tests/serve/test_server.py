@@ -13,6 +13,7 @@ from perftune.data import Locations, load_dataset
 from perftune.data.split import holdout_split
 from perftune.serve.app import create_app
 from perftune.spec import DatasetSpec
+from perftune.track.uri import mlflow_store
 
 ROWS = [[6, 148, 72, 35, 0, 33.6, 0.627, 50], [1, 85, 66, 29, 0, 26.6, 0.351, 31]]
 NAMES = [f"A{i}" for i in range(1, 9)]
@@ -41,8 +42,8 @@ def reference_predictions(registered):
     import mlflow
     import pandas as pd
 
-    mlflow.set_tracking_uri(registered.uri)
-    model = mlflow.pyfunc.load_model("models:/diabetes-clf/1")
+    with mlflow_store(registered.uri):  # not set for good: subprocesses of later tests inherit MLflow's env
+        model = mlflow.pyfunc.load_model("models:/diabetes-clf/1")
     dataset = load_dataset(DatasetSpec(name="diabetes"), where=Locations.default(registered.root / "ws"))
     _, test = holdout_split(dataset, 0.3, 0)
     X = dataset.X[test][:50]

@@ -273,3 +273,27 @@ def test_a_ray_trial_allocating_twice_its_memory_budget_is_stopped_not_killed_by
     assert hungry.status == STOPPED_BUDGET and hungry.error is None
     assert hungry.stop_reason["enforced"] == "watchdog" and hungry.stop_reason["metric"] == "memory_mb"
     assert hungry.metrics["memory_mb_peak"] > budget and hungry.metrics["steps"] == AT_STEP
+
+
+def test_the_watchdog_reads_as_often_as_a_bound_could_be_reached():
+    constraints = (Constraint("train_time_s", "<=", 10), Constraint("memory_mb", "<=", 8000))
+    dog = watchdog_module.Watchdog(
+        constraints,
+        "violation",
+        100,
+        None,
+        0.0,
+        WatchdogSettings(),
+        lambda reason: {},  # type: ignore[arg-type]
+    )
+    try:
+        # far from every bound: once per max_interval_s
+        assert dog.next_delay({"train_time_s": 1.0, "memory_mb": 200.0}) == 1.0
+        # 0.3 s of wall time left: the next reading comes when the bound could first be reached
+        assert dog.next_delay({"train_time_s": 9.7, "memory_mb": 200.0}) == pytest.approx(0.3)
+        # 400 MiB of headroom at 4 GiB/s: ~0.1 s
+        assert dog.next_delay({"train_time_s": 1.0, "memory_mb": 7600.0}) == pytest.approx(400 / 4096)
+        # at the bound: never less than interval_s
+        assert dog.next_delay({"train_time_s": 9.999, "memory_mb": 7999.0}) == 0.05
+    finally:
+        dog.close()

@@ -244,7 +244,7 @@ def run_savings(
 
     The answer goes to ``<policy run>/savings.json``, into its ``summary.json`` and to its MLflow parent run.
     """
-    from perftune.tuning.engine import run_study
+    from perftune.tuning.engine import STUDY_FILES, run_study
 
     if spec.early_stopping.policy == "none" and spec.search.scheduler is None:
         raise UsageError(
@@ -261,6 +261,11 @@ def run_savings(
         found = None if rerun else find_study([target, workspace / "runs"], variant.fingerprint())
         if found is not None:
             runs.append(load_study(found))
+        elif not rerun and any((target / name).exists() for name in STUDY_FILES):
+            raise UsageError(
+                f"{target} holds a study that does not match this spec (or did not finish); "
+                "run both studies again with --rerun (replacing it), or choose another --out"
+            )
         else:
             runs.append(run_study(variant, out=target, spec_path=spec_path, progress=progress, overwrite=rerun))
     report = compare_studies(runs[0], runs[1])

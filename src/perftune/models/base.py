@@ -66,6 +66,10 @@ class Trainer(Protocol):
     def estimator(self) -> Any:
         """The underlying fitted model object (e.g. a scikit-learn estimator)."""
 
+    # Optional: ``row_losses(served, X, y, task) -> np.ndarray`` (classmethod), the training loss of each row of
+    # raw inputs ``X`` for the registered serving pipeline ``served``; monitoring reports their mean on labelled
+    # scoring data as the realized ``loss`` beside the test split's. Families without it get no realized loss.
+
 
 _FAMILIES: dict[str, type[Trainer]] = {}
 

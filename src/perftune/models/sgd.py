@@ -112,6 +112,18 @@ class _SGDTrainer:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.model.predict(X)
 
+    @classmethod
+    def row_losses(cls, served: Any, X: Any, y: np.ndarray, task: str) -> np.ndarray:
+        """The training loss of each row (``val_loss`` is their mean) of a fitted serving pipeline on raw ``X``:
+        its decision values are the model's on standardized inputs, as in training."""
+        loss = _LOSS_FNS[cls.losses[task]]
+        if task == "classification":
+            decision, target = served.decision_function(X), ml.signed_targets(y, np.asarray(served.classes_))
+        else:
+            decision, target = served.predict(X), y
+        decision = np.asarray(decision, dtype=float)
+        return np.array([loss(target[i : i + 1], decision[i : i + 1]) for i in range(len(y))])
+
     def serialize(self) -> bytes:
         return pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -42,7 +42,7 @@ def run_gate(thresholds: list[ConstraintSpec], metrics: dict[str, Any], task: st
         if value is None:
             checks.append(GateCheck(str(t), t.metric, None, False, None))
             continue
-        passed = value <= t.bound if t.op == "<=" else value >= t.bound
+        passed = t.holds(value)
         shortfall = None if passed else abs(float(value) - t.bound)
         checks.append(GateCheck(str(t), t.metric, float(value), passed, shortfall))
     return checks

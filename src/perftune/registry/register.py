@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import numpy as np
@@ -28,11 +28,14 @@ from perftune.measure.probe import Probe
 from perftune.models.base import get_family
 from perftune.registry.catalog import ModelRegistry
 from perftune.registry.gate import GateCheck, run_gate
-from perftune.spec import DatasetSpec, EvaluationSpec, Spec, parse_spec
+from perftune.spec import DatasetSpec, EvaluationSpec, MonitorSpec, Spec, parse_spec
 from perftune.track.lineage import environment_tags, git_state
-from perftune.track.uri import normalize_tracking_uri
+from perftune.track.uri import mlflow_store, normalize_tracking_uri
 from perftune.tuning.results import StudyResult, TrialRecord, best_trial, load_study
 from perftune.tuning.trial import TrialSettings, run_trial
+
+if TYPE_CHECKING:
+    from perftune.monitor.profile import ReferenceProfile
 
 
 class GateFailed(PerftuneError):
@@ -147,6 +150,18 @@ class Refitted:
     predictions: np.ndarray
     dataset: Dataset
     plan: RefitPlan  # a store: dataset pinned to the version that was read
+    train: np.ndarray  # row indices of the training split
+    test: np.ndarray  # row indices of the test split
+
+    def profile(self, settings: MonitorSpec, budgets: dict[str, float] | None = None) -> ReferenceProfile:
+        """The reference profile monitoring compares served data with (see :mod:`perftune.monitor.reference`)."""
+        from perftune.monitor.reference import build_profile
+
+        d = self.dataset
+        return build_profile(
+            self.pipeline, d.X[self.train], d.feature_names, self.frame, d.y[self.test], d.task, self.metrics,
+            settings, budgets,
+        )  # fmt: skip
 
     def lineage(self) -> dict[str, str]:
         d = self.dataset
@@ -226,7 +241,19 @@ def refit(plan: RefitPlan) -> Refitted:
         )
     )
     metrics["predict_memory_mb"] = peak
-    return Refitted(pipeline, metrics, frame, predictions, dataset, plan)
+    return Refitted(pipeline, metrics, frame, predictions, dataset, plan, train, test)
+
+
+def refit_version(version: Any, purpose: str) -> Refitted:
+    """Refit a registered version from its recipe (tag ``perftune.refit``), e.g. to derive what an older
+    perftune did not store with it; ``purpose`` names that in the error when the version has no recipe."""
+    recipe = version.tags.get("perftune.refit")
+    if not recipe:
+        raise PerftuneError(
+            f"{version.name} v{version.version} has no refit recipe (tag perftune.refit) to build {purpose} from; "
+            "register it with perftune register"
+        )
+    return refit(RefitPlan.from_json(recipe))
 
 
 def register(
@@ -274,10 +301,17 @@ def register(
             + "; ".join(c.message() for c in checks if not c.passed)
             + " (use --force to register anyway, tagged gate=failed)"
         )
+    from perftune.monitor.reference import budgets_of, log_profile
+
+    profile = refitted.profile(spec.monitor, budgets_of(spec.constraints))  # a bad monitor: section fails here
+    from perftune.explain.importance import log_importance, permutation_importance
+
+    importance = permutation_importance(
+        refitted.pipeline, refitted.frame, refitted.dataset.y[refitted.test], refitted.dataset.task, spec.seed
+    )
     uri = normalize_tracking_uri(tracking_uri) if tracking_uri else study.tracking["uri"]
     registry = ModelRegistry(uri)  # fails early (before any write) on a store without an audit log
     client = registry.client
-    mlflow.set_tracking_uri(uri)
     if uri == study.tracking["uri"]:
         experiment_id = study.tracking["experiment_id"]
     else:
@@ -298,18 +332,21 @@ def register(
         ],
     )
     client.log_dict(run_id, [c.__dict__ for c in checks], "gate.json")
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.sklearn.log_model(
-            refitted.pipeline,
-            name="model",
-            serialization_format="cloudpickle",
-            signature=infer_signature(refitted.frame, refitted.predictions),
-            input_example=refitted.frame.iloc[:2],
+    log_profile(client, run_id, profile)
+    log_importance(client, run_id, importance, refitted.dataset.task)
+    with mlflow_store(uri):  # the fluent calls below read MLflow's process-wide URIs
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.sklearn.log_model(
+                refitted.pipeline,
+                name="model",
+                serialization_format="cloudpickle",
+                signature=infer_signature(refitted.frame, refitted.predictions),
+                input_example=refitted.frame.iloc[:2],
+            )
+        client.set_terminated(run_id)
+        version = mlflow.register_model(
+            info.model_uri, name, tags={**lineage, **{f"test.{k}": f"{v:.6g}" for k, v in metrics.items()}}
         )
-    client.set_terminated(run_id)
-    version = mlflow.register_model(
-        info.model_uri, name, tags={**lineage, **{f"test.{k}": f"{v:.6g}" for k, v in metrics.items()}}
-    )
     registry.set_challenger(name, str(version.version), reason=f"registered from {study.name} trial {trial.trial_id}")
     registry.close()
     return Registered(name, str(version.version), trial, metrics, checks, run_id, lineage)

@@ -7,7 +7,6 @@ Pareto fronts, RQ2 (savings; filled once ``perftune savings`` has run). The RQ1 
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import asdict
 from html import escape
@@ -17,36 +16,9 @@ from typing import Any
 from perftune.analysis.effects import MetricEffects, analyze
 from perftune.analysis.savings import COLUMNS, SavingsReport
 from perftune.report import plots
+from perftune.report.page import CSS, fmt, img, table
 from perftune.spec import ConstraintSpec
 from perftune.tuning.results import GroupResult, StudyResult, add_to_summary, load_histories, load_study
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1280px;color:#222}
-h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.88rem}td,th{border:1px solid #ccc;padding:.25rem .5rem}
-th{background:#f3f3f3;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size:.82rem}img{max-width:100%;display:block;margin:.5rem 0}
-.muted{color:#777}.bad{color:#b00}.good{color:#070}
-"""
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return escape(str(value))
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{_fmt(c)}</td>' if isinstance(c, (int, float)) else f"<td>{_fmt(c)}</td>" for c in row
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 class _Images:
@@ -60,8 +32,7 @@ class _Images:
         self.count += 1
         filename = f"{self.count:02d}-{name}.png"
         (self.folder / filename).write_bytes(png)
-        data = base64.b64encode(png).decode()
-        return f'<img alt="{escape(alt)}" data-file="{filename}" src="data:image/png;base64,{data}">'
+        return img(png, alt, f' data-file="{filename}"')
 
 
 def _bounds(constraints: list[str]) -> dict[str, float]:
@@ -85,7 +56,7 @@ def _rq1(group: GroupResult, results: list[MetricEffects], images: _Images) -> s
         for r in results
     ]
     headers = ["metric", "trials", "range / median", *[f"importance of {p}" for p in params], "most important"]
-    table = _table(headers, rows)
+    effects_table = table(headers, rows)
     grid = images.tag(
         plots.effects_grid(
             results, f"{group.dataset} × {group.model}: metric vs hyperparameter (median, interquartile range)"
@@ -93,7 +64,7 @@ def _rq1(group: GroupResult, results: list[MetricEffects], images: _Images) -> s
         f"effects-{group.dataset}-{group.model}",
         f"effects {group.dataset} {group.model}",
     )
-    return f"<h3>{escape(group.dataset)} × {escape(group.model)}</h3>{table}{grid}"
+    return f"<h3>{escape(group.dataset)} × {escape(group.model)}</h3>{effects_table}{grid}"
 
 
 def _predictors(study: StudyResult) -> str:
@@ -107,7 +78,7 @@ def _predictors(study: StudyResult) -> str:
     return (
         "<h3>Learned predictor</h3><p class=muted>Cross-validated error of the final-value predictors used by "
         "policy <code>predicted</code>, on the trials they were fitted on.</p>"
-        + _table(["dataset", "model", "metric", "trials fitted", "MAE", "relative error"], rows)
+        + table(["dataset", "model", "metric", "trials fitted", "MAE", "relative error"], rows)
     )
 
 
@@ -121,7 +92,7 @@ def _rq2(out: Path) -> str:
     report = SavingsReport.from_dict(json.loads(path.read_text()))
     return (
         f"<p>Policy <b>{escape(report.policy)}</b> against the full search in <code>{escape(report.full_run)}</code>: "
-        f"{escape(report.headline())}.</p>" + _table(list(COLUMNS), [g.row() for g in report.groups])
+        f"{escape(report.headline())}.</p>" + table(list(COLUMNS), [g.row() for g in report.groups])
     )
 
 
@@ -161,7 +132,7 @@ def _page(
                 g.model,
                 len(g.trials),
                 g.counts()["feasible"],
-                f"{metric} = {_fmt(best.metrics[metric])}" if best else "no feasible trial",
+                f"{metric} = {fmt(best.metrics[metric])}" if best else "no feasible trial",
                 json.dumps(best.params) if best else "",
                 best.trial_id if best else "",
                 (best.mlflow_run_id or "") if best else "",
@@ -192,7 +163,7 @@ def _page(
 constraints {escape(", ".join(study.constraints) or "none")} · MLflow {escape(str(study.tracking.get("uri", "")))}
 (study run {escape(str(study.tracking.get("parent_run_id", "")))})</p>
 {
-        _table(
+        table(
             ["trials", "CPU-s spent", "trial-s spent", "wall-s", "CPU-s saved (est.)", "full search CPU-s (est.)"],
             [
                 [
@@ -208,10 +179,10 @@ constraints {escape(", ".join(study.constraints) or "none")} · MLflow {escape(s
     }
 {f"<p>Skipped:</p><ul>{skipped}</ul>" if skipped else ""}</section>
 <section id="best"><h2>Best feasible trial per dataset × model</h2>
-{_table(["dataset", "model", "trials", "feasible", "objective", "params", "trial", "MLflow run"], best_rows)}</section>
+{table(["dataset", "model", "trials", "feasible", "objective", "params", "trial", "MLflow run"], best_rows)}</section>
 <section id="datasets"><h2>Datasets</h2>
 {
-        _table(
+        table(
             ["name", "source", "task", "rows", "features", "target", "fingerprint (sha256)"],
             [
                 [

@@ -5,24 +5,17 @@ Uses matplotlib's object API (``Figure``), not pyplot: no global state, no displ
 
 from __future__ import annotations
 
-import io
 import math
-from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from perftune.analysis.effects import MetricEffects
+from perftune.report.page import png
 from perftune.tuning.results import GroupResult, TrialRecord
 from perftune.tuning.trial import COMPLETED, FAILED, STOPPED_BUDGET
 
 _STATUS_COLOR = {COMPLETED: "#1f77b4", STOPPED_BUDGET: "#d62728", "stopped_early": "#ff7f0e", FAILED: "#7f7f7f"}
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def learning_curves(
@@ -55,7 +48,7 @@ def learning_curves(
     handles.append(Line2D([], [], color="black", marker="x", linestyle="", label="stopped here"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle(f"{group.dataset} × {group.model}: learning curves", fontsize=11)
-    return _png(fig)
+    return png(fig)
 
 
 def pareto(group: GroupResult) -> bytes:
@@ -94,7 +87,7 @@ def pareto(group: GroupResult) -> bytes:
         ax.set_xscale("log")
     ax.legend(fontsize=8)
     ax.set_title(f"{group.dataset} × {group.model}: {y_metric} vs {x_metric}")
-    return _png(fig)
+    return png(fig)
 
 
 def effects_grid(results: list[MetricEffects], title: str) -> bytes:
@@ -119,4 +112,4 @@ def effects_grid(results: list[MetricEffects], title: str) -> bytes:
             ax.set_title(f"{result.metric} · {param}" + (f" ({share:.0%})" if share is not None else ""), fontsize=8)
             ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=11)
-    return _png(fig)
+    return png(fig)

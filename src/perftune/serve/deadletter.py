@@ -50,6 +50,11 @@ def read_rows(data: bytes, where: str) -> list[dict[str, Any]]:
     return rows
 
 
+def file_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the JSON-lines files keep it: without the binary copy of the inputs (its JSON keeps them)."""
+    return {k: v for k, v in row.items() if k != "inputs_f64"}
+
+
 class DeadLetter:
     """An append-only JSON-lines file of rows waiting for the database, shared by processes through ``flock``."""
 
@@ -68,12 +73,20 @@ class DeadLetter:
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Write ``rows`` to the end of the file and fsync it (raises OSError when the disk refuses)."""
-        data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
+        data = b"".join(orjson.dumps(file_row(row)) + b"\n" for row in rows)
         with self._locked(os.O_WRONLY | os.O_APPEND) as fd:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows waiting in the file, read under its lock (never half-way through a replay's rewrite)."""
+        if not self.path.exists():
+            return []
+        with self._locked(os.O_RDONLY) as fd:
+            size = os.fstat(fd).st_size
+            return read_rows(os.pread(fd, size, 0) if size else b"", str(self.path))
 
     def pending(self) -> bool:
         """Whether rows are waiting (a cheap stat; the writer thread asks after every successful batch)."""
@@ -98,7 +111,7 @@ class DeadLetter:
             inserted, kept = ship(rows, write, outage)
             os.ftruncate(fd, 0)
             if kept:
-                os.pwrite(fd, b"".join(orjson.dumps(row) + b"\n" for row in kept), 0)
+                os.pwrite(fd, b"".join(orjson.dumps(file_row(row)) + b"\n" for row in kept), 0)
             os.fsync(fd)
         return len(rows), inserted, len(kept)
 

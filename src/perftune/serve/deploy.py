@@ -136,9 +136,74 @@ def _dns(name: str) -> str:
     return (cleaned or "model")[:50]
 
 
-def manifests(s: Sizing, reference: str, image: str, port: int, token_secret: str | None) -> list[dict[str, Any]]:
+def cron_schedule(every: str) -> str:
+    """A CronJob schedule for ``--monitor-every`` (5m, 15m, 1h, 6h, 1d): whole minutes that divide an hour,
+    whole hours that divide a day, or one day — the intervals cron repeats evenly."""
+    from perftune.spec import parse_window
+
+    try:
+        kind, seconds = parse_window(every)
+    except ValueError:
+        kind, seconds = "rows", 0.0
+    minutes = seconds / 60
+    if kind == "seconds" and minutes.is_integer():
+        m = int(minutes)
+        if m < 60 and 60 % m == 0:
+            return f"*/{m} * * * *" if m > 1 else "* * * * *"
+        if m % 60 == 0 and m < 1440 and 24 % (m // 60) == 0:
+            return f"0 */{m // 60} * * *" if m > 60 else "0 * * * *"
+        if m == 1440:
+            return "0 0 * * *"
+    raise UsageError(
+        f"--monitor-every {every}: give minutes that divide an hour (1m, 5m, 15m, 30m), hours that divide a day "
+        "(1h, 2h, 6h, 12h) or 1d — the intervals a CronJob repeats evenly"
+    )
+
+
+def _secret_env(name: str, secret: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}}
+
+
+def monitor_cronjob(s: Sizing, reference: str, image: str, schedule: str) -> dict[str, Any]:
+    """A CronJob running ``perftune monitor`` on the shared scoring database; a check with findings exits 1,
+    so its Job fails (no retry) and shows up where failed Jobs are alerted on."""
+    app = _dns(s.name)
+    container = {
+        "name": "monitor",
+        "image": image,
+        "args": ["monitor", reference, "--tracking-uri", "$(MLFLOW_TRACKING_URI)", "--scoring-uri",
+                 "$(PERFTUNE_SCORING_URI)", "--server", f"http://{app}"],
+        "env": [_secret_env("MLFLOW_TRACKING_URI", f"{app}-tracking"),
+                _secret_env("PERFTUNE_SCORING_URI", f"{app}-scoring")],
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    }  # fmt: skip
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": f"{app}-monitor"[:52], "labels": _labels(s)},
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 5,
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {"metadata": {"labels": _labels(s)},
+                                 "spec": {"restartPolicy": "Never", "containers": [container]}},
+                }
+            },
+        },
+    }  # fmt: skip
+
+
+def manifests(
+    s: Sizing, reference: str, image: str, port: int, token_secret: str | None, monitor_every: str | None = None
+) -> list[dict[str, Any]]:
     app = _dns(s.name)
     args = ["serve", reference, "--host", "0.0.0.0", "--port", str(port), "--tracking-uri", "$(MLFLOW_TRACKING_URI)"]
+    if monitor_every:  # the monitor reads what every replica logs: one shared scoring database
+        args += ["--scoring-uri", "$(PERFTUNE_SCORING_URI)"]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if token_secret:
@@ -150,12 +215,8 @@ def manifests(s: Sizing, reference: str, image: str, port: int, token_secret: st
         "image": image,
         "args": args,
         "ports": [{"name": "http", "containerPort": port}],
-        "env": [
-            {
-                "name": "MLFLOW_TRACKING_URI",
-                "valueFrom": {"secretKeyRef": {"name": f"{app}-tracking", "key": "uri"}},
-            }
-        ],
+        "env": [_secret_env("MLFLOW_TRACKING_URI", f"{app}-tracking")]
+        + ([_secret_env("PERFTUNE_SCORING_URI", f"{app}-scoring")] if monitor_every else []),
         "resources": {
             "requests": {"cpu": "1", "memory": f"{s.memory_request_mi}Mi"},
             "limits": {"cpu": "1", "memory": f"{s.memory_limit_mi}Mi"},
@@ -209,7 +270,10 @@ def manifests(s: Sizing, reference: str, image: str, port: int, token_secret: st
             ],
         },
     }
-    return [deployment, service, hpa]
+    docs = [deployment, service, hpa]
+    if monitor_every:
+        docs.append(monitor_cronjob(s, reference, image, cron_schedule(monitor_every)))
+    return docs
 
 
 def dockerfile(port: int) -> str:
@@ -229,13 +293,20 @@ CMD ["serve", "--help"]
 
 
 def write_deploy(
-    out: Path, sizing: Sizing, reference: str, image: str, port: int, token_secret: str | None
+    out: Path,
+    sizing: Sizing,
+    reference: str,
+    image: str,
+    port: int,
+    token_secret: str | None,
+    monitor_every: str | None = None,
 ) -> list[Path]:
+    docs = manifests(sizing, reference, image, port, token_secret, monitor_every)
     out.mkdir(parents=True, exist_ok=True)
-    docs = manifests(sizing, reference, image, port, token_secret)
     header = "".join(f"# {line}\n" for line in sizing.explanation().splitlines())
     written = []
-    for doc, filename in zip(docs, ("deployment.yaml", "service.yaml", "hpa.yaml"), strict=True):
+    names = ("deployment.yaml", "service.yaml", "hpa.yaml", "monitor-cronjob.yaml")
+    for doc, filename in zip(docs, names[: len(docs)], strict=True):
         path = out / filename
         path.write_text((header if filename == "deployment.yaml" else "") + yaml.safe_dump(doc, sort_keys=False))
         written.append(path)

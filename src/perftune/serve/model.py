@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,9 @@ import numpy as np
 
 from perftune.errors import PerftuneError
 from perftune.registry.catalog import ModelRegistry
+from perftune.track.uri import mlflow_store
+
+log = logging.getLogger("perftune.serve")
 
 
 def v2_datatype(dtype: np.dtype) -> str:
@@ -48,6 +52,7 @@ class LoadedModel:
     platform: str
     load_seconds: float
     _predict: Any
+    explainer: Any = None  # per-row attributions (perftune.explain); None when the family has no explainer
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(X))
@@ -76,10 +81,9 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
     name, number = version.name, str(version.version)
     model_uri = f"models:/{name}/{number}"
     started = time.perf_counter()
-    mlflow.set_registry_uri(registry.tracking_uri)
-    mlflow.set_tracking_uri(registry.tracking_uri)
     try:
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
+        with mlflow_store(registry.tracking_uri):
+            pyfunc = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # a missing or corrupt artifact: say which version and where
         raise PerftuneError(f"cannot load {name} v{number} from {version.source}: {exc}") from exc
     signature = pyfunc.metadata.signature
@@ -88,10 +92,17 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
     columns = signature.inputs.inputs
     schema = InputSchema([c.name for c in columns], [str(c.type.name) for c in columns])
     flavors = pyfunc.metadata.flavors
+    explainer = None
     if "sklearn" in flavors:
         raw = _strip_feature_names(pyfunc.get_raw_model())
         predict = raw.predict
         platform = "sklearn"
+        from perftune.explain.attributions import NotExplainable, explainer_for
+
+        try:
+            explainer = explainer_for(raw, schema.names)
+        except NotExplainable as exc:
+            log.info("%s v%s: %s", name, number, exc)
     else:  # any other flavor goes through pyfunc with a named frame
 
         def predict(X: np.ndarray) -> Any:
@@ -101,5 +112,13 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
     probe = predict(np.zeros((1, schema.n_features)))
     load_seconds = time.perf_counter() - started
     return LoadedModel(
-        name, number, model_uri, schema, v2_datatype(np.asarray(probe).dtype), platform, load_seconds, predict
+        name,
+        number,
+        model_uri,
+        schema,
+        v2_datatype(np.asarray(probe).dtype),
+        platform,
+        load_seconds,
+        predict,
+        explainer,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from perftune.serve.errors import RequestError
 from perftune.serve.model import InputSchema, LoadedModel
 from perftune.serve.scoring import CLIENT_ID_MAX
 
@@ -58,17 +59,6 @@ def client_id(value: Any) -> str | None:
     if not (value.isascii() and value.isprintable()):
         raise RequestError(422, "'id' must be printable ASCII (no control characters, line breaks or non-ASCII)")
     return value
-
-
-class RequestError(Exception):
-    """A request the server refuses: HTTP ``status`` and a message safe to return."""
-
-    def __init__(self, status: int, message: str) -> None:
-        # names from the request (tensor names, keys, columns) may hold line breaks: the message stays one line
-        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _flatten(data: Any) -> list[Any]:

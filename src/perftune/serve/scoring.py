@@ -7,7 +7,8 @@ key is unique, inserting a row is idempotent — :func:`insert_rows` skips keys 
 makes the dead-letter file and the durable log safe to replay any number of times.
 
 Databases created before ``client_id`` existed are migrated in place when opened (the column and its index
-are added; the feedback table gets its one-row-per-request unique index, keeping the latest of duplicates).
+are added; the feedback table gets its one-row-per-request unique index, keeping the latest of duplicates;
+the ``(model, version, at)`` index that monitoring windows are read by is added).
 
 The writer (:mod:`perftune.serve.scoring_writer`) queues rows and writes them in batches; rows it cannot write
 go to the dead-letter file (:mod:`perftune.serve.deadletter`); ``--scoring-durability local`` adds a local log
@@ -23,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from perftune.errors import PerftuneError
@@ -50,8 +52,13 @@ scoring_table = sa.Table(
     sa.Column("endpoint", sa.String(32), nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("inputs", sa.Text, nullable=False),  # JSON: rows in the model's column order
+    # the same rows as float64 bytes (C order), for monitoring to read without parsing JSON; NULL for rows that
+    # came back through the dead-letter file or a durable log (the JSON column is the record of truth)
+    sa.Column("inputs_f64", sa.LargeBinary, nullable=True),
     sa.Column("outputs", sa.Text, nullable=False),  # JSON: predictions
     sa.Column("latency_ms", sa.Float, nullable=False),
+    # a monitoring window is one version's rows in a time span (perftune.monitor.window)
+    sa.Index("ix_perftune_scoring_log_window", "model", "version", "at"),
 )
 
 feedback_table = sa.Table(
@@ -111,6 +118,25 @@ def _migrate(engine: sa.Engine) -> None:
             columns = {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}
             if "client_id" not in columns:  # not a concurrent migration by another worker: a real failure
                 raise
+    if "inputs_f64" not in {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}:
+        log.warning("scoring log: adding column inputs_f64 to %s (schema of an earlier perftune)", scoring_table.name)
+        kind = "BYTEA" if engine.dialect.name == "postgresql" else "BLOB"
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {scoring_table.name} ADD COLUMN inputs_f64 {kind}"))
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            if "inputs_f64" not in {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}:
+                raise  # not a concurrent migration by another worker: a real failure
+    window_index = next(i for i in scoring_table.indexes if i.name == "ix_perftune_scoring_log_window")
+    if window_index.name not in {i["name"] for i in sa.inspect(engine).get_indexes(scoring_table.name)}:
+        log.warning("scoring log: adding the (model, version, at) index monitoring windows read by")
+        try:
+            with engine.begin() as conn:
+                window_index.create(conn)
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            existing = {i["name"] for i in sa.inspect(engine).get_indexes(scoring_table.name)}
+            if window_index.name not in existing:  # not made by a concurrent migration: a real failure
+                raise
     feedback_index = next(i for i in feedback_table.indexes if i.columns.keys() == ["request_id"])
     existing = {i["name"]: i for i in sa.inspect(engine).get_indexes(feedback_table.name)}
     if not existing.get(feedback_index.name, {}).get("unique"):
@@ -121,6 +147,13 @@ def _migrate(engine: sa.Engine) -> None:
             if feedback_index.name in existing:
                 conn.execute(sa.text(f"DROP INDEX {feedback_index.name}"))
             feedback_index.create(conn)
+
+
+def inputs_f64(inputs: Any) -> bytes | None:
+    """The float64 bytes of a request's input matrix (None when it is not one, e.g. already JSON)."""
+    if isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.dtype == np.float64:
+        return np.ascontiguousarray(inputs).tobytes()
+    return None
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
@@ -220,6 +253,9 @@ def replay_command(uri: str, workspace: Path) -> str:
         PerftuneError: the database refused the rows (they stay in their files).
     """
     spool = spool_dir(uri, workspace)
+    durable = any((spool / DURABLE_FOLDER).glob("scoring-*.jsonl"))
+    if not durable and not DeadLetter(spool / DEADLETTER_NAME).pending():  # never create a database for nothing
+        return f"nothing to replay: {spool} holds no dead-letter file and no durable log of a stopped server"
     engine = scoring_engine(uri)
     try:
         result = replay(engine, spool)

@@ -38,7 +38,7 @@ import orjson
 
 from perftune.serve.deadletter import DEADLETTER_NAME, DeadLetter
 from perftune.serve.durable import DURABLE_FOLDER, Durability, DurableLog
-from perftune.serve.scoring import insert_rows, outage, replay, scoring_engine
+from perftune.serve.scoring import inputs_f64, insert_rows, outage, replay, scoring_engine
 
 log = logging.getLogger("perftune.serve")
 
@@ -135,7 +135,9 @@ class ScoringLog:
         else:
             row["inputs"], row["outputs"] = _json(inputs), _json(outputs)
             with self._append:
-                self._queue.append((row, self.durable.append(row)))
+                offset = self.durable.append(row)
+                row["inputs_f64"] = inputs_f64(inputs)  # the database's copy only (see scoring.py)
+                self._queue.append((row, offset))
         if len(self._queue) >= self.batch_size:
             self._wake.set()
 
@@ -227,6 +229,7 @@ class ScoringLog:
     def _write(self, rows: list[dict[str, Any]]) -> bool:
         for row in rows:  # serialized here, not on the request path (memory mode)
             if not isinstance(row["inputs"], str):
+                row["inputs_f64"] = inputs_f64(row["inputs"])
                 row["inputs"], row["outputs"] = _json(row["inputs"]), _json(row["outputs"])
         if time.monotonic() < self._refusing_until:
             self._dead_letter(rows, "the database refused the previous batch")

@@ -18,11 +18,12 @@ Policies run inside the trial's process, right after each window: the stop costs
 reason travels with the trial's final result.
 
 Between windows, the **watchdog** (:mod:`perftune.tuning.watchdog`) enforces the ``<=`` bounds on
-``train_time_s``, ``cpu_s`` and ``memory_mb`` continuously: a thread in the trial's process reads them every
-50 ms and stops the trial the moment one is passed — by interrupting the training thread, or, when a step
-is stuck in native code, by ending the trial's process after a short grace period with the final result
-already handed to the driver. Its stop reasons carry ``enforced: "watchdog"`` (window checks:
-``"window"``). It runs for every policy that stops trials, i.e. not for ``none``.
+``train_time_s``, ``cpu_s`` and ``memory_mb`` continuously: a thread in the trial's process reads them
+(every 50 ms near a bound, up to 1 s apart far from it) and stops the trial the moment one is passed — by
+interrupting the training thread, or, when a step is stuck in native code, by ending the trial's process
+after a short grace period with the final result already handed to the driver. Its stop reasons carry
+``enforced: "watchdog"`` (window checks: ``"window"``). It runs for every policy that stops trials, i.e. not
+for ``none``.
 """
 
 from __future__ import annotations

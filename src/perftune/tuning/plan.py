@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from perftune.data.sources import DEFAULT_SOURCE, Locations, get_source
-from perftune.errors import DatasetError, SpecError, did_you_mean
+from perftune.errors import DatasetError, SpecError, did_you_mean, field_name
 from perftune.measure.metrics import get_metric, metric_names
 from perftune.models.base import Trainer, get_family, validate_params
 from perftune.spec import DatasetSpec, Spec, Values
@@ -120,7 +120,7 @@ def check_space(spec: Spec, families: dict[str, type[Trainer]]) -> None:
         for name in space:
             if name not in allowed:
                 raise SpecError(
-                    f"search.space.{name}: {family.name} has no hyperparameter {name!r}"
+                    f"search.space.{field_name(name)}: {family.name} has no hyperparameter {name!r}"
                     f"{did_you_mean(name, allowed)}; it takes {', '.join(allowed)}"
                 )
         missing = [name for name, info in allowed.items() if info.is_required() and name not in space]
@@ -133,7 +133,7 @@ def check_space(spec: Spec, families: dict[str, type[Trainer]]) -> None:
                 try:
                     validate_params(family, {**base, name: value})
                 except SpecError as exc:
-                    raise SpecError(f"search.space.{name}: {exc}") from None
+                    raise SpecError(f"search.space.{field_name(name)}: {exc}") from None
 
 
 def check_dataset(spec: DatasetSpec, index: int, where: Locations) -> str | None:

@@ -2,11 +2,22 @@
 
 Budget policies look at a trial after each window of ``eval_every`` steps. A step that hangs, burns CPU or
 allocates far past the memory budget inside one window would run on unchecked until it returns. The
-watchdog is a daemon thread in the trial's process that reads the three growing metrics every
-``interval_s`` (50 ms: ``time.perf_counter``, ``time.process_time`` and one ``pread`` of
-``/proc/self/statm``; ~60 µs per reading with the wake-up, ~0.1 % of one core, reported per trial as
-``watchdog_overhead_s``) and compares them with the ``<=`` bounds of the constraints that can stop a trial
-early.
+watchdog is a daemon thread in the trial's process that reads the three growing metrics
+(``time.perf_counter``, ``time.process_time`` and one ``pread`` of ``/proc/self/statm``: a few µs) and
+compares them with the ``<=`` bounds of the constraints that can stop a trial early.
+
+**When it reads.** A reading is cheap, but waking a Python thread is not while the training thread churns
+the GIL (scikit-learn's SGD releases and retakes it on every ``partial_fit``): the woken thread can wait
+hundreds of milliseconds for the GIL and burn milliseconds of CPU on futile wake-ups doing so (measured:
+~10 ms of CPU per wake-up with 8-row batches, 4 % of a core at one reading per 50 ms). So the watchdog
+reads only as often as a bound could possibly be reached: each metric grows at most so fast —
+``train_time_s`` 1 s per second, ``cpu_s`` by the number of CPUs the process may use, ``memory_mb`` by
+``memory_growth_mb_s`` (first touch of fresh pages; 4 GiB/s, several times what a single thread reaches
+on the machines perftune was measured on) — and the next reading is due when the nearest bound could be
+reached at that rate, clamped to ``[interval_s, max_interval_s]`` (50 ms – 1 s). A trial far from every
+bound is read once a second; one near its bound every 50 ms, so a bound is passed by at most what the
+metric can grow in 50 ms before the watchdog sees it. The CPU time of the thread is reported per trial
+as ``watchdog_overhead_s`` (``benchmarks/overhead.py`` prints it as a share of trial time).
 
 When a bound is passed, the stop is layered:
 
@@ -48,6 +59,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +75,9 @@ log = logging.getLogger(__name__)
 # when a step ends, so the window checks see them in time.
 WATCHED_METRICS = frozenset({"train_time_s", "cpu_s", "memory_mb", "memory_mb_peak"})
 _MEMORY_METRICS = frozenset({"memory_mb", "memory_mb_peak"})
+# The fastest the time metrics can grow, per second of wall time: the CPUs this process may run on bound cpu_s.
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_GROWTH_PER_S = {"train_time_s": 1.0, "cpu_s": float(_CPUS)}
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,9 @@ class WatchdogSettings:
     """How often the watchdog looks and how long it waits before escalating.
 
     Attributes:
-        interval_s: time between two readings of the process.
+        interval_s: the shortest time between two readings of the process (near a bound).
+        max_interval_s: the longest time between two readings (far from every bound).
+        memory_growth_mb_s: the fastest ``memory_mb`` is assumed to grow, in MiB per second.
         grace_s: how long an interrupted training thread may take to unwind before the watchdog ends the
             trial itself (``on_stuck``).
         report_timeout_s: under Ray, how long the watchdog waits for the driver to take the final result
@@ -78,6 +95,8 @@ class WatchdogSettings:
     """
 
     interval_s: float = 0.05
+    max_interval_s: float = 1.0
+    memory_growth_mb_s: float = 4096.0
     grace_s: float = 1.0
     report_timeout_s: float = 30.0
 
@@ -133,6 +152,7 @@ class Watchdog:
         self.reason: StopReason | None = None
         self.failure: BaseException | None = None
         self.overhead_s = 0.0  # CPU time of the watchdog thread
+        self.readings = 0
         self.memory_peak_mb = 0.0
         self._target = threading.get_ident()
         self._memory = MemoryReader()
@@ -230,12 +250,15 @@ class Watchdog:
     def _run(self) -> None:
         cpu0 = time.thread_time()
         try:
+            delay = self.settings.interval_s
             # A lock acquired with a timeout wakes up at half the CPU cost of Event.wait (no Condition).
-            while not self._wake.acquire(timeout=self.settings.interval_s):
-                broken = self._breach()
+            while not self._wake.acquire(timeout=delay):
+                values = self.read()
+                broken = self._breach(values)
                 if broken is not None:
                     self._trip(*broken)
                     return
+                delay = self.next_delay(values)
         except BaseException as exc:  # recorded; the training loop raises it
             self.failure = exc
             log.exception("the budget watchdog died; budgets are checked after each window only")
@@ -244,6 +267,7 @@ class Watchdog:
 
     def read(self) -> dict[str, float]:
         """The watched metrics now (only those a constraint needs)."""
+        self.readings += 1
         values = {"train_time_s": time.perf_counter() - self.started_at, "cpu_s": self.probe.elapsed_cpu_s()}
         if any(c.metric in _MEMORY_METRICS for c in self.constraints):
             memory = self._memory.read_mb()
@@ -251,8 +275,16 @@ class Watchdog:
             values["memory_mb"] = values["memory_mb_peak"] = memory
         return values
 
-    def _breach(self) -> tuple[Constraint, float] | None:
-        values = self.read()
+    def next_delay(self, values: dict[str, float]) -> float:
+        """Seconds until the next reading: when the nearest bound could be reached at the fastest growth."""
+        settings = self.settings
+        delay = settings.max_interval_s
+        for c in self.constraints:
+            rate = settings.memory_growth_mb_s if c.metric in _MEMORY_METRICS else _GROWTH_PER_S[c.metric]
+            delay = min(delay, (c.bound - values[c.metric]) / rate)
+        return max(settings.interval_s, delay)
+
+    def _breach(self, values: dict[str, float]) -> tuple[Constraint, float] | None:
         for c in self.constraints:
             if not c.satisfied(values[c.metric]):
                 return c, values[c.metric]

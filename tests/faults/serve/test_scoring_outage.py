@@ -125,6 +125,8 @@ def test_sigkill_under_load_with_local_durability_loses_no_answered_request(
     args = ["diabetes-clf/1", "--scoring-uri", uri, "--scoring-durability", "local", "--workers", str(workers)]
     with live.server(registered, *args) as (process, url), live.Load(url, THREADS) as load:
         wait_until(lambda: len(load.ok_keys) > 200, "answers before the kill")
+        durable = spool_dir(uri) / DURABLE_FOLDER  # one log per worker, made when it starts: all must be up
+        wait_until(lambda: len(list(durable.glob("scoring-*.jsonl"))) == workers, "every worker's durable log")
         process.send_signal(signal.SIGKILL) if workers == 1 else live.os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
         time.sleep(0.3)  # clients see the closed port

@@ -1,0 +1,1 @@
+"""Explanations of registered versions: global permutation importance and per-row attributions."""

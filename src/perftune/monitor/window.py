@@ -1,0 +1,173 @@
+"""Reading one window of the scoring log: only its rows, in chunks, on SQLite and PostgreSQL alike.
+
+A window is the last N rows (``10000``) or the last duration (``1h``) of one model version's scoring data.
+Its bounds are found on the ``(model, version, at)`` index reading two narrow columns; its rows are then
+streamed in chunks of about :data:`CHUNK_ROWS` rows (a server-side cursor on PostgreSQL), each parsed into a
+float matrix (the model's column order, as logged) and its predictions — so a check's memory is bounded by
+the chunk, not the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+
+from perftune.errors import PerftuneError
+from perftune.serve.scoring import feedback_table, scoring_table
+
+CHUNK_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The time span of a window (inclusive) and what it holds."""
+
+    start: datetime | None
+    end: datetime | None
+    requests: int
+    rows: int
+
+    @property
+    def seconds(self) -> float:
+        if self.start is None or self.end is None:
+            return 0.0
+        return max((self.end - self.start).total_seconds(), 0.0)
+
+
+@dataclass
+class Chunk:
+    X: np.ndarray  # rows × features
+    predictions: np.ndarray  # one per row
+    latency_ms: np.ndarray  # one per request
+    at: list[datetime]  # one per request
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:  # SQLite gives naive datetimes back
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _version_filter(model: str, version: str):
+    return sa.and_(scoring_table.c.model == model, scoring_table.c.version == version)
+
+
+def bounds(engine: sa.Engine, model: str, version: str, kind: str, size: float, now: datetime | None = None) -> Bounds:
+    """The window of ``model`` v``version``: the last ``size`` rows (``kind="rows"``) or seconds."""
+    t = scoring_table.c
+    where = _version_filter(model, version)
+    with engine.connect() as conn:
+        if kind == "seconds":
+            now = now or datetime.now(timezone.utc)
+            where = sa.and_(where, t.at >= now - timedelta(seconds=size))
+            stats = conn.execute(
+                sa.select(sa.func.min(t.at), sa.func.max(t.at), sa.func.count(), sa.func.sum(t.rows)).where(where)
+            ).one()
+            return Bounds(_utc(stats[0]), _utc(stats[1]), int(stats[2]), int(stats[3] or 0))
+        newest_first = (
+            sa.select(t.at, t.rows).where(where).order_by(t.at.desc(), t.id.desc()).execution_options(yield_per=10_000)
+        )
+        end = start = None
+        requests = rows = 0
+        for at, n in conn.execute(newest_first):
+            end = end or at
+            start = at
+            requests += 1
+            rows += n
+            if rows >= size:
+                break
+    return Bounds(_utc(start), _utc(end), requests, rows)
+
+
+def _in_window(window: Bounds, model: str, version: str):
+    t = scoring_table.c
+    return sa.and_(_version_filter(model, version), t.at >= window.start, t.at <= window.end)
+
+
+def chunks(
+    engine: sa.Engine, model: str, version: str, window: Bounds, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[Chunk]:
+    """The window's requests, oldest first, as parsed chunks of about ``chunk_rows`` rows.
+
+    Inputs are read from their float64 copy (``inputs_f64``) where the server stored one, else parsed from
+    their JSON (rows that came back through a dead-letter file or a durable log); the JSON is only fetched then.
+    """
+    if not window.requests:
+        return
+    t = scoring_table.c
+    json_if_needed = sa.case((t.inputs_f64.is_(None), t.inputs), else_=sa.null())
+    query = sa.select(t.at, t.rows, t.inputs_f64, json_if_needed, t.outputs, t.latency_ms)
+    query = query.where(_in_window(window, model, version)).order_by(t.at, t.id)
+    query = query.execution_options(stream_results=True, yield_per=1000)
+    inputs: list[np.ndarray] = []
+    outputs: list[np.ndarray] = []
+    latency: list[float] = []
+    at: list[datetime] = []
+    rows = 0
+
+    def flush() -> Chunk:
+        widths = {x.shape[1] for x in inputs}
+        if len(widths) > 1:
+            raise PerftuneError(
+                f"the scoring log holds requests of {sorted(widths)} columns for {model} v{version} in one window; "
+                "was the version re-registered with other features?"
+            )
+        return Chunk(np.concatenate(inputs), np.concatenate(outputs), np.asarray(latency), at)
+
+    with engine.connect() as conn:
+        for when, n, raw_bin, raw_in, raw_out, ms in conn.execute(query):
+            inputs.append(_matrix(raw_bin, raw_in, n))
+            outputs.append(np.asarray(orjson.loads(raw_out), dtype=np.float64).reshape(-1))
+            latency.append(ms)
+            at.append(_utc(when))
+            rows += n
+            if rows >= chunk_rows:
+                yield flush()
+                inputs, outputs, latency, at, rows = [], [], [], [], 0
+    if inputs:
+        yield flush()
+
+
+def _flat(predictions):
+    """One prediction per row (a request's outputs may be nested one level, e.g. ``[[0], [1]]``)."""
+    return [p[0] if isinstance(p, list) else p for p in predictions]
+
+
+def labelled(engine: sa.Engine, model: str, version: str, window: Bounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, predictions and labels of the window's requests that got feedback (rows in request order)."""
+    if not window.requests:
+        return np.empty((0, 0)), np.array([]), np.array([])
+    s, f = scoring_table.c, feedback_table.c
+    json_if_needed = sa.case((s.inputs_f64.is_(None), s.inputs), else_=sa.null())
+    query = (
+        sa.select(s.rows, s.inputs_f64, json_if_needed, s.outputs, f.labels)
+        .join(feedback_table, f.request_id == s.request_id)
+        .where(_in_window(window, model, version))
+        .order_by(s.at, s.id)
+        .execution_options(stream_results=True, yield_per=1000)
+    )
+    inputs: list[np.ndarray] = []
+    predictions: list = []
+    labels: list = []
+    with engine.connect() as conn:
+        for n, raw_bin, raw_in, raw_out, raw_labels in conn.execute(query):
+            out, lab = _flat(orjson.loads(raw_out)), _flat(orjson.loads(raw_labels))
+            if len(out) != len(lab) or len(out) != n:  # feedback checks the count; an old mismatch is skipped
+                continue
+            inputs.append(_matrix(raw_bin, raw_in, n))
+            predictions.extend(out)
+            labels.extend(lab)
+    X = np.concatenate(inputs) if inputs else np.empty((0, 0))
+    return X, np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+
+
+def _matrix(raw_bin: bytes | None, raw_json: str | None, rows: int) -> np.ndarray:
+    """A request's inputs from their float64 copy, else from their JSON."""
+    if raw_bin is not None:
+        return np.frombuffer(raw_bin, dtype=np.float64).reshape(rows, -1)
+    return np.asarray(orjson.loads(raw_json), dtype=np.float64).reshape(rows, -1)

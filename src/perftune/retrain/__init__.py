@@ -1,0 +1,1 @@
+"""Closing the loop: retraining policy, champion vs challenger, probation and rollback."""
