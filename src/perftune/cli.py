@@ -360,13 +360,67 @@ def archive(
 @app.command()
 def history(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print every entry with its numbers as JSON lines.")] = False,
     tracking_uri: TrackingUri = None,
     workspace: Workspace = None,
 ) -> None:
-    """The audit log: every alias move of NAME with time, user, from → to and reason."""
+    """The audit log of NAME: every alias move, retraining, comparison, promotion and rollback, with reasons."""
+    entries = _registry(tracking_uri, workspace).history(name)
+    if json_out:
+        import json
+
+        for e in entries:
+            print(json.dumps({**e.__dict__, "at": e.at.isoformat()}, default=str))
+        return
     from perftune.console import history_table
 
-    console.print(history_table(name, _registry(tracking_uri, workspace).history(name)))
+    console.print(history_table(name, entries))
+
+
+def _retrainer(name: str, spec: Path | None, scoring_uri: str | None, tracking_uri: str | None,
+               workspace: Path | None, json_out: bool = False):  # fmt: skip
+    """A Retrainer printing each step as it is taken (``--json``: one JSON line per step)."""
+    import json
+    import os
+
+    from perftune.retrain.loop import Retrainer
+    from perftune.spec import load_spec
+
+    def say(step) -> None:
+        if json_out:
+            print(json.dumps({"step": step.what, "message": step.message, **step.details}, default=str), flush=True)
+        else:
+            console.print(f"[bold]{step.what}[/]: {step.message}", highlight=False)
+
+    given = _settings(scoring_uri=scoring_uri, tracking_uri=tracking_uri, workspace=workspace)
+    explicit = workspace is not None or bool(os.environ.get("PERFTUNE_WORKSPACE"))
+    return Retrainer(name, given.existing_tracking_uri(), given.scoring_uri_or_default(),
+                     given.workspace if explicit else None, load_spec(spec) if spec else None, say)  # fmt: skip
+
+
+@app.command()
+def retrain(
+    name: Annotated[str, typer.Argument(help="Registered model name (its champion is retrained).")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be done (trigger, data, search); change nothing.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain now whatever the triggers say (on demand).")] = False,
+    spec: Annotated[
+        Path | None, typer.Option(help="A spec whose retrain:, constraints and search replace the original study's.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON line per step.")] = False,
+    scoring_uri: ScoringUri = None,
+    tracking_uri: TrackingUri = None,
+    workspace: Workspace = None,
+) -> None:
+    """Run the retrain policy now: check the champion, and when a trigger fires retrain under the original budgets,
+    register the challenger, compare both on the same data and promote or keep it. Prints each decision and why.
+    """
+    retrainer = _retrainer(name, spec, scoring_uri, tracking_uri, workspace, json_out)
+    try:
+        retrainer.run(force=force, dry_run=dry_run)
+    finally:
+        retrainer.close()
 
 
 @app.command()
@@ -515,15 +569,25 @@ def monitor(
         str | None, typer.Option(help="URL of the running perftune serve (its /metrics give the error rate).")
     ] = None,
     spec: Annotated[
-        Path | None, typer.Option(help="A spec whose monitor: section replaces the settings stored with the version.")
+        Path | None,
+        typer.Option(help="A spec whose monitor: (and, with --retrain, retrain:) section replaces the stored one."),
     ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain",
+            help="Act on each check of NAME@champion: roll a degraded champion on probation back, retrain and "
+            "promote when the retrain policy says so.",
+        ),
+    ] = False,
     scoring_uri: ScoringUri = None,
     tracking_uri: TrackingUri = None,
     workspace: Workspace = None,
 ) -> None:
     """Check a served version: drift, performance (estimated and with labels), service metrics, baselines.
 
-    Exit code 0 when healthy, 1 when the check found drift, degradation, a broken budget or an anomaly.
+    Exit code 0 when healthy, 1 when the check found drift, degradation, a broken budget or an anomaly
+    (with --retrain: 0 when the loop acted on it — retrained, promoted or rolled back).
     """
     from perftune.errors import UsageError
     from perftune.spec import load_spec, parse_window
@@ -537,12 +601,33 @@ def monitor(
             raise UsageError(f"--watch {value}: give an interval with a unit (60s, 5m, 1h)")
     if metrics_port is not None and watch is None:
         raise UsageError("--metrics-port serves gauges while watching; add --watch INTERVAL")
+    if retrain and not reference.endswith("@champion"):
+        raise UsageError(f"--retrain acts on a model's champion; monitor {reference.split('@')[0].split('/')[0]}"
+                         "@champion")  # fmt: skip
     settings = load_spec(spec).monitor if spec is not None else None
     from perftune.monitor.check import Monitor
     from perftune.monitor.render import print_check, summary_line, to_json
 
     given = _settings(scoring_uri=scoring_uri, tracking_uri=tracking_uri, workspace=workspace)
     checker = Monitor(reference, given.existing_tracking_uri(), given.scoring_uri_or_default(), settings, server)
+    acted: list[bool] = []
+    loop = _retrainer(reference.split("@")[0], spec, scoring_uri, tracking_uri, workspace) if retrain else None
+
+    def act(result) -> None:
+        """--retrain: probation first (a degraded new champion goes back), then the retrain policy."""
+        from perftune.retrain.probation import judge as probation
+
+        assert loop is not None
+        champion = loop.champion()
+        policy = loop.spec_for(champion).retrain
+        step = probation(loop.registry, result, policy.probation, checker.engine)
+        if step is not None:
+            loop.say(step)
+            acted.append(step.what == "rollback")
+            if step.what == "rollback":
+                return
+        outcome = loop.run(check=result)
+        acted.append(outcome.challenger is not None)
 
     def show(result) -> None:
         if json_out:
@@ -555,6 +640,8 @@ def monitor(
             from perftune.monitor.html import write_page
 
             write_page(checker, result, html)
+        if loop is not None:
+            act(result)
 
     try:
         if watch is not None:
@@ -568,7 +655,9 @@ def monitor(
             console.print(f"page: {html}")
     finally:
         checker.close()
-    if not result.healthy:
+        if loop is not None:
+            loop.close()
+    if not result.healthy and not any(acted):
         raise typer.Exit(1)
 
 

@@ -286,6 +286,10 @@ class SearchSpec(_Model):
     num_samples: int = Field(default=1, ge=1, description="grid: repeats of the grid; others: number of trials")
     space: dict[str, Any]
     scheduler: SchedulerSpec | None = None
+    points: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="configurations tried first (a warm start); with grid, the trials are exactly these points",
+    )
 
     @field_validator("space")
     @classmethod
@@ -305,6 +309,17 @@ class SearchSpec(_Model):
     @field_serializer("space")
     def _space_as_spec(self, space: dict[str, Domain]) -> dict[str, Any]:
         return {name: domain_to_spec(domain) for name, domain in space.items()}
+
+    @model_validator(mode="after")
+    def _points_name_the_space(self) -> SearchSpec:
+        for i, point in enumerate(self.points):
+            unknown = [field_name(k) for k in point if k not in self.space]
+            if unknown:
+                raise ValueError(
+                    f"points[{i}] sets {', '.join(unknown)}, which the space does not have; "
+                    f"its parameters are {', '.join(map(field_name, self.space))}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _grid_is_discrete(self) -> SearchSpec:
@@ -461,11 +476,20 @@ class RetrainTriggersSpec(_Model):
     )  # fmt: skip
     anomaly: bool = Field(default=False, description="a monitored series left its adaptive baseline")
     schedule: str | None = Field(default=None, description="also retrain this often (e.g. 7d); null: never")
+    cooldown: str | None = Field(
+        default="1h", description="least time between two retrainings of a model (a kept challenger is not "
+        "retrained at every check); null: none"
+    )  # fmt: skip
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
         return _duration(value, "schedule")
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, value: str | None) -> str | None:
+        return _duration(value, "cooldown")
 
 
 class RetrainDataSpec(_Model):

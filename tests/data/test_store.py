@@ -99,3 +99,30 @@ def test_cli_ingest_and_list(tmp_path, csv):
     assert stored.returncode == 0 and "stored: store:claims@" in stored.stdout
     assert "unchanged" in cli("ingest", str(csv), "--name", "claims", "--target", "y", "--missing", "drop_rows").stdout
     assert "store:claims" in cli("list").stdout
+
+
+def test_a_built_table_keeps_its_weights_and_lineage_and_training_draws_by_weight(tmp_path):
+    from perftune.data.split import prepare
+    from perftune.spec import EvaluationSpec
+    from perftune.tuning.trial import _epoch_order
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.normal(size=200), "y": rng.integers(0, 2, size=200)})
+    frame["w"] = np.where(np.arange(200) < 100, 0.0, 1.0)  # the first half never drawn
+    store = DataStore(tmp_path / "ws")
+    stored = store.put(frame, "recent", "y", "retrain of m v1", {"scoring_rows": 100}, weight="w")
+    assert stored.weight == "w" and stored.features == 1 and stored.lineage == {"scoring_rows": 100}
+    assert store.put(frame, "recent", "y", "again", {}, weight="w").reused
+    data = load_dataset(DatasetSpec(name=f"recent@{stored.version}", source="store"),
+                        where=Locations.default(tmp_path / "ws"))  # fmt: skip
+    assert data.feature_names == ["a"] and data.weights is not None and data.weights.sum() == 100
+    fold = prepare(data, EvaluationSpec(), seed=0).folds[0]
+    drawn = _epoch_order(fold, np.random.default_rng(0))
+    assert len(drawn) == len(fold.y_train) and np.all(fold.w_train[drawn] == 1.0)
+
+
+def test_a_bad_weight_column_is_one_line(tmp_path):
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [0, 1, 0], "w": [1.0, -1.0, 1.0]})
+    stored = DataStore(tmp_path / "ws").put(frame, "bad", "y", "test", {}, weight="w")
+    with pytest.raises(DatasetError, match="weight column 'w' must hold finite values >= 0"):
+        load_dataset(DatasetSpec(name=f"bad@{stored.version}", source="store"), where=Locations.default(tmp_path / "ws"))

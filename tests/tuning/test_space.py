@@ -33,3 +33,27 @@ def test_random_search_samples_ranges():
     ray_space = to_ray({"alpha": Range(1e-5, 1e-1, log=True), "batch_size": Values((8, 16))}, "random")
     assert 1e-5 <= ray_space["alpha"].sample() <= 1e-1
     assert ray_space["batch_size"].sample() in (8, 16)
+
+
+def test_points_warm_start_a_search_and_narrow_a_grid():
+    import pytest
+
+    from perftune.errors import SpecError
+    from perftune.spec import SearchSpec
+    from perftune.tuning.results import Objective
+    from perftune.tuning.search import build_search
+
+    raw = {"batch_size": [8, 16, 32], "learning_rate": [0.001, 0.01], "epochs": 3}
+    points = [{"batch_size": 16, "learning_rate": 0.01}, {"batch_size": 8, "learning_rate": 0.001}]
+    objectives = [Objective("accuracy", "max")]
+    grid = SearchSpec(algorithm="grid", space=raw, points=points)
+    setup = build_search(grid, resolve_space(grid.space, 100), objectives, "classification", seed=0)
+    assert setup.expected_trials == setup.num_samples == 2  # the grid is exactly the points
+    tpe = SearchSpec(algorithm="tpe", num_samples=5, space=raw, points=points)
+    setup = build_search(tpe, resolve_space(tpe.space, 100), objectives, "classification", seed=0)
+    assert setup.num_samples == 5 and setup.search_alg._points_to_evaluate == points
+    with pytest.raises(SpecError, match=r"search.points\[0\] does not set learning_rate"):
+        partial = SearchSpec(algorithm="grid", space=raw, points=[{"batch_size": 8}])
+        build_search(partial, resolve_space(partial.space, 100), objectives, "classification", seed=0)
+    with pytest.raises(ValueError, match=r"points\[0\] sets alpha, which the space does not have"):
+        SearchSpec(algorithm="grid", space=raw, points=[{"alpha": 0.1}])

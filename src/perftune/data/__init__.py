@@ -52,6 +52,7 @@ def load_dataset(spec: DatasetSpec, *, seed: int = 0, where: Locations | None = 
         sample=spec.sample,
         seed=seed,
         version=raw.version,
+        weight=raw.weight,
     )
 
 

@@ -30,6 +30,7 @@ class Dataset:
     classes: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     version: str | None = None  # the data store's version (store: datasets)
+    weights: np.ndarray | None = None  # per-row sample weights (training draws rows in proportion to them)
 
     @property
     def n_rows(self) -> int:
@@ -93,10 +94,12 @@ def dataset_from_frame(
     sample: int | None = None,
     seed: int = 0,
     version: str | None = None,
+    weight: str | None = None,
 ) -> Dataset:
     """Validate a raw table and turn it into a :class:`Dataset`.
 
     The fingerprint is taken over the table as read (before sampling), so it identifies the source data.
+    ``weight`` names a column of non-negative per-row sample weights; it is not a feature.
     """
     where = f"dataset {name!r} ({location})"
     if frame.shape[0] == 0 or frame.shape[1] == 0:
@@ -107,7 +110,8 @@ def dataset_from_frame(
             f"{where} has no target column {target!r}; its columns are: {columns}. "
             "Set 'target' in the dataset's spec entry"
         )
-    features = frame.drop(columns=[target])
+    weights = _weights(frame, weight, where) if weight else None
+    features = frame.drop(columns=[target] + ([weight] if weight else []))
     if features.shape[1] == 0:
         raise DatasetError(f"{where} has only the target column {target!r}; it needs at least one feature")
     non_numeric = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
@@ -139,7 +143,9 @@ def dataset_from_frame(
         y = y.astype(np.float64)
     notes: list[str] = []
     if sample is not None and sample < len(y):
-        X, y = _subsample(X, y, sample, seed, stratify=resolved_task == "classification")
+        rows = _subsample(y, sample, seed, stratify=resolved_task == "classification")
+        X, y = X[rows], y[rows]
+        weights = weights[rows] if weights is not None else None
         notes.append(f"random subsample of {sample} of {frame.shape[0]} rows (seed {seed})")
     return Dataset(
         name=name,
@@ -154,15 +160,26 @@ def dataset_from_frame(
         classes=classes,
         notes=notes,
         version=version,
+        weights=weights,
     )
 
 
-def _subsample(X: np.ndarray, y: np.ndarray, n: int, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+def _weights(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    if column not in frame.columns:
+        raise DatasetError(f"{where} has no weight column {column!r}")
+    weights = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not np.any(weights > 0):
+        raise DatasetError(f"{where}: weight column {column!r} must hold finite values >= 0, not all 0")
+    return weights
+
+
+def _subsample(y: np.ndarray, n: int, seed: int, stratify: bool) -> np.ndarray:
+    """Positions of a random subsample of ``n`` rows (stratified when it can be)."""
     from sklearn.model_selection import train_test_split
 
+    index = np.arange(len(y))
     labels = y if stratify and np.min(np.unique(y, return_counts=True)[1]) >= 2 else None
     try:
-        X_s, _, y_s, _ = train_test_split(X, y, train_size=n, random_state=seed, stratify=labels)
+        return train_test_split(index, train_size=n, random_state=seed, stratify=labels)[0]
     except ValueError:  # a class too small to stratify at this size
-        X_s, _, y_s, _ = train_test_split(X, y, train_size=n, random_state=seed)
-    return X_s, y_s
+        return train_test_split(index, train_size=n, random_state=seed)[0]

@@ -69,6 +69,7 @@ class RawTable:
     location: str
     task: str | None = None
     version: str | None = None  # the ML data store's version, for store: datasets
+    weight: str | None = None  # a column of per-row sample weights (not a feature), e.g. retraining's recency
 
 
 class Source(Protocol):

@@ -25,6 +25,7 @@ class Fold:
     y_train: np.ndarray
     X_val: np.ndarray
     y_val: np.ndarray
+    w_train: np.ndarray | None = None  # sample weights of the training rows; None: all equal
 
 
 @dataclass
@@ -81,10 +82,11 @@ def prepare(dataset: Dataset, evaluation: EvaluationSpec, seed: int) -> Prepared
     """Split off the test part and build the standardized folds used for tuning."""
     train_index, test_index = holdout_split(dataset, evaluation.test_fraction, seed)
     X, y = dataset.X[train_index], dataset.y[train_index]
+    w = dataset.weights[train_index] if dataset.weights is not None else None
     folds = []
     for fit_rows, val_rows in fold_indices(y, dataset.task, evaluation, seed):
         X_fit, X_val = standardize(X[fit_rows], X[val_rows])
-        folds.append(Fold(X_fit, y[fit_rows], X_val, y[val_rows]))
+        folds.append(Fold(X_fit, y[fit_rows], X_val, y[val_rows], w[fit_rows] if w is not None else None))
     return PreparedData(
         name=dataset.name,
         task=dataset.task,

@@ -26,6 +26,13 @@ from perftune.spec import DatasetSpec
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise DatasetError(
+            f"dataset name {name!r} must start with a letter or digit and use only letters, digits, '_', '.', '-'"
+        )
+
+
 @dataclass(frozen=True)
 class CleaningRules:
     """What to do with each problem the validation finds."""
@@ -135,6 +142,8 @@ class StoredVersion:
     created_at: str
     rules: dict[str, str]
     report: dict[str, Any]
+    weight: str | None = None  # the column of sample weights, when the table has one
+    lineage: dict[str, Any] = field(default_factory=dict)  # what it was built from (perftune-built tables)
     reused: bool = False
 
 
@@ -151,16 +160,29 @@ class DataStore:
         """
         from perftune.data.file_source import read_file
 
-        if not _NAME.match(name):
-            raise DatasetError(
-                f"dataset name {name!r} must start with a letter or digit and use only letters, digits, '_', '.', '-'"
-            )
+        _check_name(name)
         rules = rules or CleaningRules()
         frame = read_file(Path(path), name)
         report = validate(frame, target)
         cleaned = clean(frame, report, rules)
         if report.rejected:
             raise DatasetError(f"{path}: rejected: " + "; ".join(report.rejected))
+        return self._store(cleaned, name, target, str(Path(path).resolve()), asdict(rules), asdict(report))
+
+    def put(
+        self, frame: pd.DataFrame, name: str, target: str, source: str, lineage: dict[str, Any],
+        weight: str | None = None,
+    ) -> StoredVersion:  # fmt: skip
+        """Store a table perftune built itself (e.g. retraining data), with its ``lineage`` and an optional
+        ``weight`` column of sample weights; identical content → the same version."""
+        _check_name(name)
+        report = validate(frame.drop(columns=[weight]) if weight else frame, target)
+        return self._store(frame.reset_index(drop=True), name, target, source, {}, asdict(report), lineage, weight)
+
+    def _store(
+        self, cleaned: pd.DataFrame, name: str, target: str, source: str, rules: dict[str, str],
+        report: dict[str, Any], lineage: dict[str, Any] | None = None, weight: str | None = None,
+    ) -> StoredVersion:  # fmt: skip
         fingerprint = fingerprint_frame(cleaned)
         version = fingerprint[:12]
         folder = self.root / name
@@ -179,15 +201,17 @@ class DataStore:
             target=target,
             task=infer_task(cleaned[target]),
             rows=len(cleaned),
-            features=cleaned.shape[1] - 1,
+            features=cleaned.shape[1] - 1 - (1 if weight else 0),
             fingerprint=fingerprint,
-            source=str(Path(path).resolve()),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            rules=asdict(rules),
-            report=asdict(report),
+            source=source,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            rules=rules,
+            report=report,
+            weight=weight,
+            lineage=lineage or {},
         )
         meta_tmp = folder / f".{version}.json.tmp"
-        meta_tmp.write_text(json.dumps(asdict(stored), indent=2))
+        meta_tmp.write_text(json.dumps(asdict(stored), indent=2, default=str))
         meta_tmp.replace(meta_path)  # written last: a version without metadata does not exist
         return stored
 
@@ -245,6 +269,7 @@ class StoreSource:
             location=f"{path} (store version {stored.version})",
             task=spec.task or stored.task,
             version=stored.version,
+            weight=stored.weight,
         )
 
     def list(self, where: Locations, everything: bool = False) -> list[DatasetInfo]:

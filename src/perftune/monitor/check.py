@@ -91,21 +91,36 @@ class Monitor:
     def __init__(self, reference: str, tracking_uri: str, scoring_uri: str, settings: MonitorSpec | None = None,
                  server_url: str | None = None) -> None:  # fmt: skip
         from perftune.monitor import store  # noqa: F401  (its tables must exist before the engine creates them)
-        from perftune.monitor.reference import load_profile, profile_from_recipe
         from perftune.registry.catalog import ModelRegistry
         from perftune.serve.scoring import scoring_engine
 
         self.registry = ModelRegistry(tracking_uri)
-        self.version = self.registry.resolve(reference)
-        self.name, self.number = self.version.name, str(self.version.version)
-        client = self.registry.client
-        self.profile: ReferenceProfile = load_profile(client, self.version) or profile_from_recipe(client, self.version)
-        self.settings = settings or MonitorSpec.model_validate(self.profile.settings or {})
+        self.reference, self.given_settings = reference, settings
         self.engine = scoring_engine(scoring_uri)
         self.server_url = server_url
+        self._open(self.registry.resolve(reference))
+
+    def _open(self, version: Any) -> None:
+        from perftune.monitor.reference import load_profile, profile_from_recipe
+
+        self.version = version
+        self.name, self.number = version.name, str(version.version)
+        client = self.registry.client
+        self.profile: ReferenceProfile = load_profile(client, version) or profile_from_recipe(client, version)
+        self.settings = self.given_settings or MonitorSpec.model_validate(self.profile.settings or {})
         self._model: Any = None
         self.last_summary: WindowSummary | None = None  # the last check's window, for the HTML page
         self._last_counts: tuple[float, float] | None = None
+
+    def follow(self) -> bool:
+        """For ``NAME@ALIAS``: watch the version the alias points at now; True when that changed it."""
+        if "@" not in self.reference:
+            return False
+        version = self.registry.resolve(self.reference)
+        if str(version.version) == self.number:
+            return False
+        self._open(version)
+        return True
 
     def close(self) -> None:
         self.engine.dispose()
@@ -182,10 +197,10 @@ class Monitor:
         else:
             why = "the model gives no probabilities" if task == "classification" else "regression has no confidence"
             estimated = performance.not_estimable(task, test_value, why)
-        X, predicted, labels = windows.labelled(self.engine, self.name, self.number, bounds)
-        realized = performance.realized(task, predicted, labels, test_value)
+        got = windows.labelled(self.engine, self.name, self.number, bounds)
+        realized = performance.realized(task, got.predictions, got.labels, test_value)
         figures = [performance.judge(estimated, margin), performance.judge(realized, margin)]
-        loss = self._realized_loss(X, labels)
+        loss = self._realized_loss(got.X, got.labels)
         return figures + ([performance.judge(loss, margin)] if loss is not None else [])
 
     def _realized_loss(self, X: np.ndarray, labels: np.ndarray) -> performance.Performance | None:

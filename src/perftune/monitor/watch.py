@@ -73,10 +73,13 @@ def watch(
         except OSError as exc:
             raise PerftuneError(f"--metrics-port {metrics_port}: {exc.strerror}; choose another port") from None
         log.warning("monitor gauges on http://0.0.0.0:%d/metrics", metrics_port)
-    labels = (monitor.name, monitor.number)
     while not stop():
         started = time.monotonic()
+        labels = (monitor.name, monitor.number)
         try:
+            if monitor.follow():  # NAME@ALIAS: the alias moved (a promotion or a rollback)
+                labels = (monitor.name, monitor.number)
+                log.warning("%s now points at v%s; watching it", monitor.reference, monitor.number)
             result = monitor.check(window)
             gauges.update(result)
             on_result(result)  # printing, the HTML page: a failure there must not end the watch either

@@ -59,16 +59,11 @@ def _version_filter(model: str, version: str):
 
 def bounds(engine: sa.Engine, model: str, version: str, kind: str, size: float, now: datetime | None = None) -> Bounds:
     """The window of ``model`` v``version``: the last ``size`` rows (``kind="rows"``) or seconds."""
+    if kind == "seconds":
+        return since(engine, model, version, (now or datetime.now(timezone.utc)) - timedelta(seconds=size))
     t = scoring_table.c
     where = _version_filter(model, version)
     with engine.connect() as conn:
-        if kind == "seconds":
-            now = now or datetime.now(timezone.utc)
-            where = sa.and_(where, t.at >= now - timedelta(seconds=size))
-            stats = conn.execute(
-                sa.select(sa.func.min(t.at), sa.func.max(t.at), sa.func.count(), sa.func.sum(t.rows)).where(where)
-            ).one()
-            return Bounds(_utc(stats[0]), _utc(stats[1]), int(stats[2]), int(stats[3] or 0))
         newest_first = (
             sa.select(t.at, t.rows).where(where).order_by(t.at.desc(), t.id.desc()).execution_options(yield_per=10_000)
         )
@@ -138,14 +133,27 @@ def _flat(predictions):
     return [p[0] if isinstance(p, list) else p for p in predictions]
 
 
-def labelled(engine: sa.Engine, model: str, version: str, window: Bounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inputs, predictions and labels of the window's requests that got feedback (rows in request order)."""
+@dataclass
+class Labelled:
+    """The requests of a window that got feedback, one entry per row, oldest first."""
+
+    X: np.ndarray
+    predictions: np.ndarray
+    labels: np.ndarray
+    at: np.ndarray  # the request's time (UTC seconds since the epoch) of each row
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def labelled(engine: sa.Engine, model: str, version: str, window: Bounds) -> Labelled:
+    """Inputs, predictions, labels and times of the window's requests that got feedback."""
     if not window.requests:
-        return np.empty((0, 0)), np.array([]), np.array([])
+        return Labelled(np.empty((0, 0)), np.array([]), np.array([]), np.array([]))
     s, f = scoring_table.c, feedback_table.c
     json_if_needed = sa.case((s.inputs_f64.is_(None), s.inputs), else_=sa.null())
     query = (
-        sa.select(s.rows, s.inputs_f64, json_if_needed, s.outputs, f.labels)
+        sa.select(s.at, s.rows, s.inputs_f64, json_if_needed, s.outputs, f.labels)
         .join(feedback_table, f.request_id == s.request_id)
         .where(_in_window(window, model, version))
         .order_by(s.at, s.id)
@@ -154,16 +162,32 @@ def labelled(engine: sa.Engine, model: str, version: str, window: Bounds) -> tup
     inputs: list[np.ndarray] = []
     predictions: list = []
     labels: list = []
+    times: list[float] = []
     with engine.connect() as conn:
-        for n, raw_bin, raw_in, raw_out, raw_labels in conn.execute(query):
+        for when, n, raw_bin, raw_in, raw_out, raw_labels in conn.execute(query):
             out, lab = _flat(orjson.loads(raw_out)), _flat(orjson.loads(raw_labels))
             if len(out) != len(lab) or len(out) != n:  # feedback checks the count; an old mismatch is skipped
                 continue
             inputs.append(_matrix(raw_bin, raw_in, n))
             predictions.extend(out)
             labels.extend(lab)
+            times.extend([_utc(when).timestamp()] * n)
     X = np.concatenate(inputs) if inputs else np.empty((0, 0))
-    return X, np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    return Labelled(X, np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64),
+                    np.asarray(times, dtype=np.float64))  # fmt: skip
+
+
+def since(engine: sa.Engine, model: str, version: str, start: datetime | None) -> Bounds:
+    """All of ``model`` v``version``'s requests logged at or after ``start`` (all of them when None)."""
+    t = scoring_table.c
+    where = _version_filter(model, version)
+    if start is not None:
+        where = sa.and_(where, t.at >= start)
+    with engine.connect() as conn:
+        first, last, requests, rows = conn.execute(
+            sa.select(sa.func.min(t.at), sa.func.max(t.at), sa.func.count(), sa.func.sum(t.rows)).where(where)
+        ).one()
+    return Bounds(_utc(first), _utc(last), int(requests), int(rows or 0))
 
 
 def _matrix(raw_bin: bytes | None, raw_json: str | None, rows: int) -> np.ndarray:

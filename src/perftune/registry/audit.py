@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -37,12 +39,14 @@ audit_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("model", sa.String(256), nullable=False, index=True),
-    sa.Column("action", sa.String(32), nullable=False),  # register | promote | rollback | archive
+    # register | promote | rollback | archive; decisions that move no alias: retrain | keep | probation
+    sa.Column("action", sa.String(32), nullable=False),
     sa.Column("alias", sa.String(64), nullable=True),  # None for archive
     sa.Column("from_version", sa.String(32), nullable=True),
     sa.Column("to_version", sa.String(32), nullable=True),
     sa.Column("user", sa.String(256), nullable=False),
     sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("details", sa.Text, nullable=True),  # JSON: a decision's numbers (retrain, compare, rollback)
 )
 
 lock_table = sa.Table(
@@ -65,13 +69,19 @@ class AuditEntry:
     to_version: str | None
     user: str
     reason: str
+    details: dict[str, Any] | None = None
 
     def move(self) -> str:
         if self.action == "archive":
             return f"v{self.to_version} archived"
+        if self.alias is None:  # a decision that moved no alias
+            return f"v{self.to_version} {DECISIONS.get(self.action, self.action)}"
         before = f"v{self.from_version}" if self.from_version else "—"
         after = f"v{self.to_version}" if self.to_version else "—"
         return f"{self.alias}: {before} → {after}"
+
+
+DECISIONS = {"retrain": "trained", "keep": "kept as challenger", "probation": "passed probation"}
 
 
 def current_user() -> str:
@@ -102,6 +112,7 @@ class AuditLog:
         for attempt in range(5):
             try:
                 metadata.create_all(self.engine, checkfirst=True)
+                self._migrate()
                 return
             except OperationalError as exc:
                 if attempt == 4 or "does not exist" in str(exc) or "connect" in str(exc).lower():
@@ -115,6 +126,13 @@ class AuditLog:
                 if attempt == 4:
                     raise PerftuneError(f"cannot create the audit log tables in {self.engine.url!r}: {exc}") from exc
                 time.sleep(0.2 * (attempt + 1))
+
+    def _migrate(self) -> None:
+        """Add the ``details`` column to an audit table made by an earlier perftune (rows keep NULL)."""
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns(audit_table.name)}
+        if "details" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {audit_table.name} ADD COLUMN details TEXT"))
 
     @contextmanager
     def locked(self, model: str) -> Iterator[Connection]:
@@ -147,6 +165,7 @@ class AuditLog:
         to_version: str | None,
         reason: str = "",
         user: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> AuditEntry:
         row = {
             "at": datetime.now(timezone.utc),
@@ -158,8 +177,9 @@ class AuditLog:
             "user": user or current_user(),
             "reason": reason,
         }
-        new_id = conn.execute(audit_table.insert().values(**row)).inserted_primary_key[0]
-        return AuditEntry(id=int(new_id), **row)
+        text = json.dumps(details, sort_keys=True, default=str) if details is not None else None
+        new_id = conn.execute(audit_table.insert().values(**row, details=text)).inserted_primary_key[0]
+        return AuditEntry(id=int(new_id), **row, details=details)
 
     def entries(self, model: str | None = None, conn: Connection | None = None) -> list[AuditEntry]:
         query = sa.select(audit_table).order_by(audit_table.c.id)
@@ -170,10 +190,19 @@ class AuditLog:
         else:
             with self.engine.connect() as fresh:
                 rows = fresh.execute(query).mappings().all()
-        return [AuditEntry(**row) for row in rows]
+        return [AuditEntry(**{**row, "details": _details(row["details"])}) for row in rows]
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _details(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"unreadable": text}
 
 
 def champion_stack(entries: list[AuditEntry], alias: str) -> list[str]:

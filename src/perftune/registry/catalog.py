@@ -217,8 +217,9 @@ class ModelRegistry:
             return self._move(conn, name, "register", CHALLENGER, before, version, reason, user)
 
     def promote(
-        self, name: str, version: str | int, reason: str = "", force: bool = False, user: str | None = None
-    ) -> AuditEntry:
+        self, name: str, version: str | int, reason: str = "", force: bool = False, user: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEntry:  # fmt: skip
         """Point ``champion`` at ``version``; the previous champion is remembered for ``rollback``."""
         target = self.version(name, version)
         number = str(target.version)
@@ -232,12 +233,18 @@ class ModelRegistry:
             before = self.aliases(name).get(CHAMPION)
             if before == number:
                 raise UsageError(f"{name} v{number} is already the champion")
-            return self._move(conn, name, "promote", CHAMPION, before, number, reason, user)
+            return self._move(conn, name, "promote", CHAMPION, before, number, reason, user, details)
 
-    def rollback(self, name: str, reason: str = "", user: str | None = None) -> AuditEntry:
-        """Point ``champion`` back at the version that held it before the current one."""
+    def rollback(
+        self, name: str, reason: str = "", user: str | None = None, details: dict[str, Any] | None = None,
+        expect: str | None = None,
+    ) -> AuditEntry:  # fmt: skip
+        """Point ``champion`` back at the version that held it before the current one. ``expect``: roll back
+        only if ``expect`` is still the champion (an automatic rollback must not undo a newer promotion)."""
         with self.audit.locked(name) as conn:
             current = self.aliases(name).get(CHAMPION)
+            if expect is not None and current != expect:
+                raise UsageError(f"{name}'s champion is v{current or '—'} now, not v{expect}; nothing rolled back")
             if current is None:
                 raise UsageError(f"{name} has no champion to roll back; promote a version first")
             stack = champion_stack(self.audit.entries(name, conn), CHAMPION)
@@ -254,7 +261,23 @@ class ModelRegistry:
                 raise UsageError(
                     f"the previous champion, {name} v{target}, is archived; `perftune promote` a version instead"
                 )
-            return self._move(conn, name, "rollback", CHAMPION, current, target, reason, user)
+            return self._move(conn, name, "rollback", CHAMPION, current, target, reason, user, details)
+
+    def record(
+        self, name: str, action: str, version: str, reason: str, details: dict[str, Any] | None = None,
+        user: str | None = None,
+    ) -> AuditEntry:  # fmt: skip
+        """A decision that moves no alias (``retrain``, ``keep``, ``probation``), in the same audit log."""
+        with self.audit.locked(name) as conn:
+            return self.audit.append(conn, name, action, None, None, str(version), reason, user, details)
+
+    def champion_since(self, name: str) -> AuditEntry | None:
+        """The audit row that made the current champion (None when it was set outside perftune)."""
+        current = self.aliases(name).get(CHAMPION)
+        for entry in reversed(self.audit.entries(name)):
+            if entry.alias == CHAMPION:
+                return entry if entry.to_version == current else None
+        return None
 
     def archive(self, name: str, version: str | int, reason: str = "", user: str | None = None) -> AuditEntry:
         """Retire a version: kept (with its lineage and history) for audit, but no alias may point at it."""
@@ -284,11 +307,12 @@ class ModelRegistry:
         after: str,
         reason: str,
         user: str | None,
+        details: dict[str, Any] | None = None,
     ) -> AuditEntry:
         self.client.set_registered_model_alias(name, alias, after)
         try:
             return self.audit.append(
-                conn, name, action, alias, None if before is None else str(before), after, reason, user
+                conn, name, action, alias, None if before is None else str(before), after, reason, user, details
             )
         except Exception:
             # no move without its audit row: put the alias back

@@ -198,12 +198,13 @@ def refit(plan: RefitPlan) -> Refitted:
     evaluation = plan.evaluation
     train, test = holdout_split(dataset, evaluation.test_fraction, plan.seed)
     X_train, X_test = standardize(dataset.X[train], dataset.X[test])
+    weights = dataset.weights
     prepared = PreparedData(
         dataset.name,
         dataset.task,
         dataset.classes,
         dataset.n_features,
-        [Fold(X_train, dataset.y[train], X_test, dataset.y[test])],
+        [Fold(X_train, dataset.y[train], X_test, dataset.y[test], weights[train] if weights is not None else None)],
         train,
         test,
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 
-def read_json_artifact(client: Any, run_id: str, path: str) -> Any | None:
-    """The JSON artifact ``path`` of run ``run_id`` (None when the run has no such artifact)."""
+def read_text_artifact(client: Any, run_id: str, path: str) -> str | None:
+    """The text artifact ``path`` of run ``run_id`` (None when the run has no such artifact)."""
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -17,4 +17,10 @@ def read_json_artifact(client: Any, run_id: str, path: str) -> Any | None:
             local = client.download_artifacts(run_id, path, tmp)
         except (MlflowException, OSError):
             return None
-        return json.loads(Path(local).read_text())
+        return Path(local).read_text()
+
+
+def read_json_artifact(client: Any, run_id: str, path: str) -> Any | None:
+    """The JSON artifact ``path`` of run ``run_id`` (None when the run has no such artifact)."""
+    text = read_text_artifact(client, run_id, path)
+    return json.loads(text) if text is not None else None

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from perftune.errors import SpecError
 from perftune.spec import SearchSpec, Values
 from perftune.tuning.results import Objective
 from perftune.tuning.space import Resolved, grid_size, to_ray
@@ -25,7 +26,7 @@ class SearchSetup:
 
 
 def _optuna_search(sampler_factory: Callable[[int], Any]) -> Callable[..., Any]:
-    def build(space: dict[str, Resolved], objectives: list[Objective], seed: int) -> Any:
+    def build(space: dict[str, Resolved], objectives: list[Objective], seed: int, points: list[dict]) -> Any:
         from ray.tune.search.optuna import OptunaSearch
 
         class _Search(OptunaSearch):
@@ -45,7 +46,10 @@ def _optuna_search(sampler_factory: Callable[[int], Any]) -> Callable[..., Any]:
         modes = [o.mode for o in objectives]
         single = len(objectives) == 1
         return _Search(
-            metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, sampler=sampler_factory(seed)
+            metric=metrics[0] if single else metrics,
+            mode=modes[0] if single else modes,
+            sampler=sampler_factory(seed),
+            points_to_evaluate=points or None,  # evaluated first, then the sampler goes on from what they scored
         )
 
     return build
@@ -63,10 +67,10 @@ def _nsga2(seed: int) -> Any:
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
-def _random(space: dict[str, Resolved], objectives: list[Objective], seed: int) -> Any:
+def _random(space: dict[str, Resolved], objectives: list[Objective], seed: int, points: list[dict]) -> Any:
     from ray.tune.search import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=seed)
+    return BasicVariantGenerator(points_to_evaluate=points or None, random_state=seed)
 
 
 SEARCHERS: dict[str, Callable[..., Any] | None] = {
@@ -101,13 +105,29 @@ def _asha(search: SearchSpec, space: dict[str, Resolved], task: str) -> Any:
 def build_search(
     search: SearchSpec, space: dict[str, Resolved], objectives: list[Objective], task: str, seed: int
 ) -> SearchSetup:
-    algorithm = search.algorithm
+    """The Ray Tune setup of one group. ``search.points`` are tried first (a warm start); a grid with points
+    is exactly those points (a narrowed grid), so each must set every parameter with more than one value."""
+    algorithm, points = search.algorithm, [dict(p) for p in search.points]
+    if algorithm == "grid" and points:
+        varying = [name for name, d in space.items() if not (isinstance(d, Values) and len(d.values) == 1)]
+        for i, point in enumerate(points):
+            missing = [name for name in varying if name not in point]
+            if missing:
+                raise SpecError(f"search.points[{i}] does not set {', '.join(missing)}; a grid of points needs them")
+        return SearchSetup(
+            param_space=to_ray(space, "random"),
+            num_samples=len(points) * search.num_samples,
+            expected_trials=len(points) * search.num_samples,
+            search_alg=_random(space, objectives, seed, points * search.num_samples),
+            scheduler=_asha(search, space, task) if search.scheduler else None,
+        )
     factory = SEARCHERS[algorithm]
-    expected = grid_size(space) * search.num_samples if algorithm == "grid" else search.num_samples
+    samples = max(search.num_samples, len(points)) if factory else search.num_samples
+    expected = grid_size(space) * search.num_samples if algorithm == "grid" else samples
     return SearchSetup(
         param_space=to_ray(space, algorithm),
-        num_samples=search.num_samples,
+        num_samples=samples,
         expected_trials=expected,
-        search_alg=factory(space, objectives, seed) if factory else None,
+        search_alg=factory(space, objectives, seed, points) if factory else None,
         scheduler=_asha(search, space, task) if search.scheduler else None,
     )

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from perftune.data.split import PreparedData
+from perftune.data.split import Fold, PreparedData
 from perftune.measure.inference import measure_inference
 from perftune.measure.probe import Probe, StepTimer
 from perftune.models.base import TaskInfo, Trainer, TrialDiverged, validate_params
@@ -93,7 +93,7 @@ def run_trial(
     steps_per_epoch = math.ceil(len(folds[0].y_train) / batch)
     planned = total_steps(len(folds[0].y_train), batch, params.epochs, params.max_steps)
     rng = np.random.default_rng(settings.seed)
-    orders = [rng.permutation(len(f.y_train)) for f in folds]
+    orders = [_epoch_order(f, rng) for f in folds]
 
     probe = Probe()
     timer = StepTimer(settings.eval_every * len(folds))
@@ -125,7 +125,7 @@ def run_trial(
             while step < planned:
                 offset = (step % steps_per_epoch) * batch
                 if offset == 0 and step > 0:
-                    orders = [rng.permutation(len(f.y_train)) for f in folds]
+                    orders = [_epoch_order(f, rng) for f in folds]
                 for trainer, fold, order in zip(trainers, folds, orders, strict=True):
                     rows = order[offset : offset + batch]
                     t0 = time.perf_counter()
@@ -176,6 +176,16 @@ def run_trial(
     if on_finish is not None:
         on_finish(trainers)  # e.g. the registry keeps the fitted model
     return final
+
+
+def _epoch_order(fold: Fold, rng: np.random.Generator) -> np.ndarray:
+    """The rows of one epoch: a permutation; with sample weights, as many rows drawn with replacement in
+    proportion to their weights — importance sampling, so each step's expected gradient is that of the
+    weighted loss, for every family without it having to know about weights."""
+    n = len(fold.y_train)
+    if fold.w_train is None:
+        return rng.permutation(n)
+    return rng.choice(n, size=n, replace=True, p=fold.w_train / fold.w_train.sum())
 
 
 def _result(

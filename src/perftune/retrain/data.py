@@ -1,0 +1,189 @@
+"""The retraining data: the champion's training split plus the labelled scoring data since it took over.
+
+* **Recent rows** are the champion's requests that got labels through feedback, logged since it became champion
+  (all of its requests when the audit log does not say), the newest ``max_recent_rows`` of them. The newest
+  ``holdout_fraction`` of those is held out: champion and challenger are compared on it, and it is never
+  trained on.
+* **Training rows** are the champion's own training split (``include_training``), read again through its refit
+  recipe — for a version that was itself retrained that is its retraining data, so the chain goes on. Its
+  test split stays out too: the comparison uses it.
+* **Recency weights**: a row's weight halves every ``recency_half_life`` of age (a scoring row's age from its
+  request time; a training row's from when its table was built, on top of the weight it already had). Training
+  draws rows in proportion to their weights (:func:`perftune.tuning.trial.run_trial`).
+
+The table is stored as a new version of ``<model>-retrain`` in the data store, its lineage naming the champion,
+its data and the scoring window; the retraining study reads it as ``store:<model>-retrain@<version>``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perftune.errors import PerftuneError
+from perftune.spec import RetrainDataSpec, parse_window
+
+WEIGHT_COLUMN = "perftune_weight"
+MIN_HOLDOUT_ROWS = 20  # fewer held-out rows cannot tell two versions apart; the test split decides then
+
+
+@dataclass
+class RetrainData:
+    """What ``assemble`` found and built (``stored`` is None until it is stored)."""
+
+    frame: pd.DataFrame  # features, target and the weight column
+    target: str
+    task: str
+    feature_names: list[str]
+    training_rows: int
+    recent_rows: int
+    window: dict[str, Any]  # the scoring window the recent rows came from
+    holdout_X: np.ndarray
+    holdout_y: np.ndarray
+    test_X: np.ndarray  # the champion's original test split
+    test_y: np.ndarray
+    lineage: dict[str, Any] = field(default_factory=dict)
+    stored: Any = None  # the data store's StoredVersion
+
+    @property
+    def reference(self) -> str:
+        assert self.stored is not None
+        return f"{self.stored.name}@{self.stored.version}"
+
+    def describe(self) -> str:
+        w = self.frame[WEIGHT_COLUMN].to_numpy()
+        held = f"{len(self.holdout_y)} newest held out for the comparison" if len(self.holdout_y) else "none held out"
+        return (
+            f"{self.training_rows} training rows of the champion + {self.recent_rows} labelled scoring rows "
+            f"({held}); weights {w.min():.3g}–{w.max():.3g}"
+        )
+
+
+def _decay(age_s: np.ndarray | float, half_life_s: float | None) -> np.ndarray | float:
+    if half_life_s is None:
+        return np.ones_like(age_s) if isinstance(age_s, np.ndarray) else 1.0
+    return np.power(0.5, np.maximum(age_s, 0.0) / half_life_s)
+
+
+def assemble(
+    champion: Any,
+    engine: Any,
+    settings: RetrainDataSpec,
+    since: datetime | None,
+    now: datetime | None = None,
+    workspace: str | None = None,
+) -> RetrainData:
+    """Build the retraining table of ``champion`` (an MLflow model version) from its lineage and the scoring log."""
+    from perftune.data import Locations, load_dataset
+    from perftune.data.split import holdout_split
+    from perftune.monitor import window as windows
+    from perftune.registry.register import RefitPlan
+
+    now = now or datetime.now(timezone.utc)
+    recipe = champion.tags.get("perftune.refit")
+    if not recipe:
+        raise PerftuneError(
+            f"{champion.name} v{champion.version} has no refit recipe (tag perftune.refit) to find its training "
+            "data; register it with perftune register"
+        )
+    plan = RefitPlan.from_json(recipe)
+    where = Locations.default(Path(workspace or plan.workspace), recorded_data_dir=plan.data_dir)
+    dataset = load_dataset(plan.dataset, seed=plan.seed, where=where)
+    train, test = holdout_split(dataset, plan.evaluation.test_fraction, plan.seed)
+    half_life = parse_window(settings.recency_half_life)[1] if settings.recency_half_life else None
+
+    number = str(champion.version)
+    bounds = windows.since(engine, champion.name, number, since)
+    got = windows.labelled(engine, champion.name, number, bounds)
+    recent_X, recent_y, recent_at = got.X, got.labels, got.at
+    if len(got) > settings.max_recent_rows:
+        recent_X, recent_y, recent_at = (a[-settings.max_recent_rows :] for a in (recent_X, recent_y, recent_at))
+    if len(recent_y) and recent_X.shape[1] != dataset.n_features:
+        raise PerftuneError(
+            f"the scoring log holds rows of {recent_X.shape[1]} columns for {champion.name} v{number}, whose "
+            f"training data has {dataset.n_features}"
+        )
+    held = math.floor(settings.holdout_fraction * len(recent_y))
+    held = held if held >= MIN_HOLDOUT_ROWS else 0
+    cut = len(recent_y) - held
+    fit_X, fit_y, fit_at = recent_X[:cut], recent_y[:cut], recent_at[:cut]
+    recent_weights = _decay(now.timestamp() - fit_at, half_life)
+
+    parts_X, parts_y, parts_w = [], [], []
+    if settings.include_training:
+        base = dataset.weights[train] if dataset.weights is not None else np.ones(len(train))
+        # the table's rows are as old as the table (a store version) or the champion's registration
+        built = _built_at(plan, dataset, where) or datetime.fromtimestamp(
+            champion.creation_timestamp / 1000, timezone.utc
+        )
+        parts_X.append(dataset.X[train])
+        parts_y.append(dataset.y[train])
+        parts_w.append(base * _decay((now - built).total_seconds(), half_life))
+    if len(fit_y):
+        parts_X.append(fit_X)
+        parts_y.append(_as_target(fit_y, dataset.y))
+        parts_w.append(recent_weights)
+    if not parts_X or sum(len(y) for y in parts_y) == 0:
+        raise PerftuneError(
+            f"no data to retrain {champion.name} on: no labelled scoring rows since v{number} took over"
+            + ("" if settings.include_training else " and retrain.data.include_training is false")
+            + "; send labels with POST /v2/models/{name}/feedback or `perftune feedback`"
+        )
+    frame = pd.DataFrame(np.concatenate(parts_X), columns=dataset.feature_names)
+    if dataset.target in frame.columns or WEIGHT_COLUMN in frame.columns:
+        raise PerftuneError(f"a feature of {champion.name} is named {dataset.target!r} or {WEIGHT_COLUMN!r}")
+    frame[dataset.target] = np.concatenate(parts_y)
+    frame[WEIGHT_COLUMN] = np.concatenate(parts_w)
+    training_rows = len(train) if settings.include_training else 0
+    window = {
+        "model": champion.name, "version": number,
+        "start": bounds.start.isoformat() if bounds.start else None,
+        "end": bounds.end.isoformat() if bounds.end else None,
+        "requests": bounds.requests, "labelled_rows": len(got), "used_rows": len(recent_y),
+    }  # fmt: skip
+    lineage = {
+        "champion": f"{champion.name} v{number}",
+        "training_data": {"dataset": plan.dataset.name, "fingerprint": dataset.fingerprint, "rows": training_rows},
+        "scoring_window": window,
+        "holdout_rows": held,
+        "recency_half_life": settings.recency_half_life,
+    }
+    return RetrainData(
+        frame=frame, target=dataset.target, task=dataset.task, feature_names=list(dataset.feature_names),
+        training_rows=training_rows, recent_rows=len(recent_y), window=window,
+        holdout_X=recent_X[cut:], holdout_y=_as_target(recent_y[cut:], dataset.y),
+        test_X=dataset.X[test], test_y=dataset.y[test], lineage=lineage,
+    )  # fmt: skip
+
+
+def _as_target(labels: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Feedback labels (JSON numbers) in the training target's dtype, so classes compare equal."""
+    if np.issubdtype(like.dtype, np.integer):
+        return np.rint(labels).astype(like.dtype)
+    return labels.astype(like.dtype) if np.issubdtype(like.dtype, np.number) else labels
+
+
+def _built_at(plan: Any, dataset: Any, where: Any) -> datetime | None:
+    """When the champion's training table was built, for a data-store table that carries weights."""
+    if dataset.weights is None or (plan.dataset.source or "") != "store":
+        return None
+    from perftune.data.store import DataStore
+
+    stored, _ = DataStore(where.workspace).resolve(plan.dataset.name)
+    return datetime.fromisoformat(stored.created_at)
+
+
+def store(data: RetrainData, workspace: str | Path, model: str) -> RetrainData:
+    """Write the table as a new version of ``<model>-retrain`` in the data store."""
+    from perftune.data.store import DataStore
+
+    data.stored = DataStore(workspace).put(
+        data.frame, f"{model}-retrain", data.target, f"perftune retrain {model}", data.lineage, weight=WEIGHT_COLUMN
+    )
+    return data

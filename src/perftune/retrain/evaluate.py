@@ -1,0 +1,101 @@
+"""Champion and challenger on the same rows, side by side in one process: predictions for the paired
+comparison, and the system metrics of each (latency, throughput, size, predict memory) measured alternately
+on the same inputs, so machine noise falls on both alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perftune.explain.importance import FeatureImportance
+
+SYSTEM_METRICS = ("latency_ms_p50", "latency_ms_p95", "throughput_rps", "model_size_bytes", "predict_memory_mb")
+
+
+@dataclass
+class SideBySide:
+    champion: dict[str, float]
+    challenger: dict[str, float]
+
+
+def load(tracking_uri: str, name: str, version: str) -> Any:
+    import mlflow
+
+    from perftune.track.uri import mlflow_store
+
+    with mlflow_store(tracking_uri):
+        return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+
+
+def predict(model: Any, X: np.ndarray, columns: list[str]) -> np.ndarray:
+    return np.asarray(model.predict(pd.DataFrame(X, columns=columns)))
+
+
+def measure(champion: Any, challenger: Any, X: np.ndarray, columns: list[str], latency_rows: int = 200,
+            throughput_batch: int = 1024, rounds: int = 3) -> SideBySide:  # fmt: skip
+    """System metrics of both on the same rows: ``rounds`` alternating measurements, the median of each."""
+    import cloudpickle
+
+    from perftune.measure.inference import measure_inference
+    from perftune.measure.probe import Probe
+
+    readings: dict[str, list[dict[str, float]]] = {"champion": [], "challenger": []}
+    for model in (champion, challenger):  # warm both up: first calls pay for imports and caches
+        for _ in range(20):
+            model.predict(pd.DataFrame(X[:1], columns=columns))
+    for r in range(rounds):
+        order = [("champion", champion), ("challenger", challenger)]
+        for who, model in order if r % 2 == 0 else order[::-1]:
+            probe = Probe()
+            model.predict(pd.DataFrame(X[:throughput_batch], columns=columns))
+            peak = probe.sample().memory_mb_peak
+            metrics = measure_inference(
+                lambda rows, m=model: m.predict(pd.DataFrame(rows, columns=columns)),
+                lambda m=model: cloudpickle.dumps(m),
+                X,
+                latency_rows=latency_rows,
+                throughput_batch=throughput_batch,
+            )
+            readings[who].append({**metrics, "predict_memory_mb": peak})
+    median = {
+        who: {k: float(np.median([r[k] for r in runs])) for k in SYSTEM_METRICS if k in runs[0]}
+        for who, runs in readings.items()
+    }
+    return SideBySide(median["champion"], median["challenger"])
+
+
+def importance_change(before: list[FeatureImportance] | None, after: list[FeatureImportance] | None,
+                      top: int = 5) -> dict[str, Any] | None:  # fmt: skip
+    """How the permutation importance moved between champion and challenger (ranks and values per feature)."""
+    if not before or not after:
+        return None
+    rank_a = {f.feature: i + 1 for i, f in enumerate(before)}
+    rank_b = {f.feature: i + 1 for i, f in enumerate(after)}
+    value_a = {f.feature: f.mean for f in before}
+    value_b = {f.feature: f.mean for f in after}
+    features = [f.feature for f in after[:top]] + [f.feature for f in before[:top] if f.feature not in rank_b or
+                                                   rank_b[f.feature] > top]  # fmt: skip
+    rows = [
+        {"feature": name, "champion_rank": rank_a.get(name), "challenger_rank": rank_b.get(name),
+         "champion": value_a.get(name), "challenger": value_b.get(name)}
+        for name in features
+    ]  # fmt: skip
+    return {
+        "champion_top": [f.feature for f in before[:top]],
+        "challenger_top": [f.feature for f in after[:top]],
+        "features": rows,
+    }
+
+
+def describe_importance(change: dict[str, Any] | None) -> str:
+    if change is None:
+        return "importance: not stored for one of the versions"
+    moved = [r for r in change["features"] if r["champion_rank"] != r["challenger_rank"]]
+    shifts = ", ".join(f"{r['feature']} #{r['champion_rank']}→#{r['challenger_rank']}" for r in moved[:5])
+    return (
+        f"importance: top features {', '.join(change['champion_top'][:3])} → "
+        f"{', '.join(change['challenger_top'][:3])}" + (f" ({shifts})" if shifts else " (same order)")
+    )
