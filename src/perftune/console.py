@@ -248,7 +248,45 @@ def version_tables(detail: Any) -> list[Table]:
     lineage.add_column("value", overflow="fold")
     for key, value in detail.lineage.items():
         lineage.add_row(key, value)
-    return [head, metrics, lineage]
+    return [head, metrics, *([retraining_table(detail.retraining)] if detail.retraining else []), lineage]
+
+
+def retraining_table(r: dict[str, Any]) -> Table:
+    """Why the retraining loop made this version: trigger, data, warm start, comparison and decision."""
+    table = Table(title="retraining (why this version exists)", title_justify="left")
+    table.add_column("step", no_wrap=True)
+    table.add_column("", overflow="fold")
+    trigger, data, warm = r.get("trigger") or {}, r.get("data") or {}, r.get("warm_start") or {}
+    origin = r.get("origin_study_run_id", "?")
+    table.add_row("retrained from", f"v{r.get('from_version', '?')} (original study run {origin})")
+    table.add_row("trigger", "; ".join(trigger.get("reasons", [])) + (f" (monitor check {trigger['check_id']})"
+                  if trigger.get("check_id") else ""))  # fmt: skip
+    window = data.get("scoring_window") or {}
+    table.add_row(
+        "data",
+        f"store:{data.get('store')}: {(data.get('training_data') or {}).get('rows', 0)} training rows + "
+        f"{window.get('used_rows', 0)} labelled scoring rows of v{window.get('version')} "
+        f"({window.get('start')} … {window.get('end')}), {data.get('holdout_rows', 0)} held out; "
+        f"half-life {data.get('recency_half_life')}",
+    )
+    table.add_row("warm start", f"{len(warm.get('trials', []))} best trials of {warm.get('study')}"
+                  if warm.get("trials") else "none (cold start)")  # fmt: skip
+    comparison = r.get("comparison") or {}
+    for where, c in (comparison.get("comparisons") or {}).items():
+        table.add_row(f"compared on {where}", f"{c['metric']} v{comparison['champion']} {_fmt(c['champion'])} → "
+                      f"v{comparison['challenger']} {_fmt(c['challenger'])} on {c['rows']} rows, {c['test']} "
+                      f"p = {c['p_value']:.3g}")  # fmt: skip
+    system = comparison.get("system") or {}
+    if system:
+        a, b = system.get("champion", {}), system.get("challenger", {})
+        table.add_row("system, side by side", ", ".join(
+            f"{m} {_fmt(a.get(m))} → {_fmt(b.get(m))}" for m in ("latency_ms_p95", "model_size_bytes",
+                                                                  "predict_memory_mb") if m in a))  # fmt: skip
+    if comparison.get("importance"):
+        i = comparison["importance"]
+        table.add_row("importance", f"top {', '.join(i['champion_top'][:3])} → {', '.join(i['challenger_top'][:3])}")
+    table.add_row("decision", str(r.get("decision", "—")))
+    return table
 
 
 def history_table(name: str, entries: list[Any]) -> Table:

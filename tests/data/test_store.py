@@ -125,4 +125,5 @@ def test_a_bad_weight_column_is_one_line(tmp_path):
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [0, 1, 0], "w": [1.0, -1.0, 1.0]})
     stored = DataStore(tmp_path / "ws").put(frame, "bad", "y", "test", {}, weight="w")
     with pytest.raises(DatasetError, match="weight column 'w' must hold finite values >= 0"):
-        load_dataset(DatasetSpec(name=f"bad@{stored.version}", source="store"), where=Locations.default(tmp_path / "ws"))
+        spec = DatasetSpec(name=f"bad@{stored.version}", source="store")
+        load_dataset(spec, where=Locations.default(tmp_path / "ws"))

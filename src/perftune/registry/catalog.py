@@ -18,6 +18,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 STATUS_TAG = "perftune.status"
 ARCHIVED = "archived"
+RETRAIN_PREFIX = "perftune.retrain."  # tags the retraining loop sets on the versions it makes
 # what `perftune models` shows of a version, in order; the first ML metric present is shown
 KEY_METRICS = ("accuracy", "rmse", "test_loss", "latency_ms_p95", "throughput_rps", "model_size_bytes")
 
@@ -46,6 +47,7 @@ class VersionDetail:
     gate_checks: list[dict[str, Any]]
     metrics: dict[str, float]
     lineage: dict[str, str] = field(default_factory=dict)
+    retraining: dict[str, Any] = field(default_factory=dict)  # why and how the loop made it (JSON tags decoded)
 
 
 def test_metrics(tags: dict[str, str]) -> dict[str, float]:
@@ -183,10 +185,17 @@ class ModelRegistry:
             checks = json.loads(v.tags.get("perftune.gate.checks", "[]"))
         except json.JSONDecodeError:
             checks = []
+        retraining = {}
+        for key, val in v.tags.items():
+            if key.startswith(RETRAIN_PREFIX):
+                try:
+                    retraining[key[len(RETRAIN_PREFIX) :]] = json.loads(val)
+                except ValueError:
+                    retraining[key[len(RETRAIN_PREFIX) :]] = val
         lineage = {
             k: val
             for k, val in sorted(v.tags.items())
-            if not k.startswith("test.") and k not in ("perftune.gate.checks", "perftune.refit")
+            if not k.startswith(("test.", RETRAIN_PREFIX)) and k not in ("perftune.gate.checks", "perftune.refit")
         }
         return VersionDetail(
             name=name,
@@ -200,6 +209,7 @@ class ModelRegistry:
             gate_checks=checks,
             metrics=metrics,
             lineage=lineage,
+            retraining=retraining,
         )
 
     def history(self, name: str) -> list[AuditEntry]:
