@@ -131,6 +131,28 @@ class Registered:
 
 
 @pytest.fixture(scope="session")
+def champion_from_study(ray_session):
+    """``champion_from_study(root, study, name)``: tune ``study`` in ``root``, register its best trial as ``name``
+    v1 and promote it; returns the tracking URI."""
+    return _champion_from_study
+
+
+def _champion_from_study(root: Path, study: str, name: str) -> str:
+    import perftune
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.registry.register import register
+
+    spec = root / "study.yaml"
+    spec.write_text(study + f"workspace: {root / 'ws'}\n")
+    result = perftune.tune(spec, out=root / "out")
+    register(root / "out", name)
+    registry = ModelRegistry(result.tracking["uri"])
+    registry.promote(name, "1", reason="first champion")
+    registry.close()
+    return result.tracking["uri"]
+
+
+@pytest.fixture(scope="session")
 def registered(ray_session, tmp_path_factory) -> Registered:
     import perftune
     from perftune.registry.catalog import ModelRegistry

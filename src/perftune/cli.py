@@ -368,9 +368,11 @@ def history(
     entries = _registry(tracking_uri, workspace).history(name)
     if json_out:
         import json
+        from datetime import timezone
 
         for e in entries:
-            print(json.dumps({**e.__dict__, "at": e.at.isoformat()}, default=str))
+            at = e.at if e.at.tzinfo else e.at.replace(tzinfo=timezone.utc)  # SQLite gives naive UTC back
+            print(json.dumps({**e.__dict__, "at": at.isoformat()}, default=str))
         return
     from perftune.console import history_table
 

@@ -95,20 +95,9 @@ def wait_for_version(url: str, version: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def journey(ray_session, live, tmp_path_factory):
-    import perftune
-    from perftune.registry.catalog import ModelRegistry
-    from perftune.registry.register import register
-
+def journey(champion_from_study, live, tmp_path_factory):
     root = tmp_path_factory.mktemp("journey")
-    spec = root / "journey.yaml"
-    spec.write_text(JOURNEY + f"workspace: {root / 'ws'}\n")
-    result = perftune.tune(spec, out=root / "out")
-    uri = result.tracking["uri"]
-    register(root / "out", "clf")
-    registry = ModelRegistry(uri)
-    registry.promote("clf", "1", reason="first champion")
-    registry.close()
+    uri = champion_from_study(root, JOURNEY, "clf")
 
     class Registered:  # what live.server needs
         pass

@@ -73,7 +73,7 @@ def test_a_failing_output_does_not_end_the_watch_and_a_busy_metrics_port_is_one_
         checks.append(window)
         return result
 
-    fake = SimpleNamespace(name="m", number="1", check=check)
+    fake = SimpleNamespace(name="m", number="1", check=check, follow=lambda: False)
     outputs = []
 
     def show(shown):

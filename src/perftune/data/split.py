@@ -72,6 +72,16 @@ def fold_indices(
     return [(train, val)]
 
 
+def weighted_draw(rows: np.ndarray, weights: np.ndarray | None, seed: int) -> np.ndarray:
+    """``rows`` as they are without weights; with them, as many rows drawn with replacement in proportion to their
+    weights (seeded, sorted): metrics on the draw estimate the weighted metrics, for every family alike."""
+    if weights is None or len(rows) == 0:
+        return rows
+    w = weights[rows]
+    drawn = np.random.default_rng(seed).choice(rows, size=len(rows), replace=True, p=w / w.sum())
+    return np.sort(drawn)
+
+
 def standardize(X_train: np.ndarray, X_other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scale with the training rows' mean and standard deviation only (no leakage)."""
     scaler = StandardScaler().fit(X_train)
@@ -85,6 +95,7 @@ def prepare(dataset: Dataset, evaluation: EvaluationSpec, seed: int) -> Prepared
     w = dataset.weights[train_index] if dataset.weights is not None else None
     folds = []
     for fit_rows, val_rows in fold_indices(y, dataset.task, evaluation, seed):
+        val_rows = weighted_draw(val_rows, w, seed)  # validation ranks trials on the weighted world too
         X_fit, X_val = standardize(X[fit_rows], X[val_rows])
         folds.append(Fold(X_fit, y[fit_rows], X_val, y[val_rows], w[fit_rows] if w is not None else None))
     return PreparedData(

@@ -21,7 +21,7 @@ import pandas as pd
 
 from perftune.data import Locations, load_dataset
 from perftune.data.dataset import Dataset
-from perftune.data.split import Fold, PreparedData, holdout_split, standardize
+from perftune.data.split import Fold, PreparedData, holdout_split, standardize, weighted_draw
 from perftune.errors import PerftuneError, UsageError
 from perftune.measure.inference import measure_inference
 from perftune.measure.probe import Probe
@@ -197,8 +197,9 @@ def refit(plan: RefitPlan) -> Refitted:
         plan = replace(plan, dataset=pinned)
     evaluation = plan.evaluation
     train, test = holdout_split(dataset, evaluation.test_fraction, plan.seed)
-    X_train, X_test = standardize(dataset.X[train], dataset.X[test])
     weights = dataset.weights
+    test = weighted_draw(test, weights, plan.seed)  # with sample weights, the test metrics are weighted ones
+    X_train, X_test = standardize(dataset.X[train], dataset.X[test])
     prepared = PreparedData(
         dataset.name,
         dataset.task,

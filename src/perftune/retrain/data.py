@@ -1,9 +1,9 @@
 """The retraining data: the champion's training split plus the labelled scoring data since it took over.
 
 * **Recent rows** are the champion's requests that got labels through feedback, logged since it became champion
-  (all of its requests when the audit log does not say), the newest ``max_recent_rows`` of them. The newest
-  ``holdout_fraction`` of those is held out: champion and challenger are compared on it, and it is never
-  trained on.
+  (all of its requests when the audit log does not say), the newest ``max_recent_rows`` of them. A seeded
+  random ``holdout_fraction`` of those is held out and never trained on; champion and challenger are compared on
+  the held-out rows within one ``recency_half_life`` of the newest row (the world as it is now).
 * **Training rows** are the champion's own training split (``include_training``), read again through its refit
   recipe — for a version that was itself retrained that is its retraining data, so the chain goes on. Its
   test split stays out too: the comparison uses it.
@@ -43,6 +43,7 @@ class RetrainData:
     feature_names: list[str]
     training_rows: int
     recent_rows: int
+    held_out_rows: int
     window: dict[str, Any]  # the scoring window the recent rows came from
     holdout_X: np.ndarray
     holdout_y: np.ndarray
@@ -58,7 +59,10 @@ class RetrainData:
 
     def describe(self) -> str:
         w = self.frame[WEIGHT_COLUMN].to_numpy()
-        held = f"{len(self.holdout_y)} newest held out for the comparison" if len(self.holdout_y) else "none held out"
+        held = (
+            f"{self.held_out_rows} held out, {len(self.holdout_y)} of them recent enough for the comparison"
+            if len(self.holdout_y) else "none held out: too few to compare on"
+        )  # fmt: skip
         return (
             f"{self.training_rows} training rows of the champion + {self.recent_rows} labelled scoring rows "
             f"({held}); weights {w.min():.3g}–{w.max():.3g}"
@@ -78,6 +82,7 @@ def assemble(
     since: datetime | None,
     now: datetime | None = None,
     workspace: str | None = None,
+    seed: int = 0,
 ) -> RetrainData:
     """Build the retraining table of ``champion`` (an MLflow model version) from its lineage and the scoring log."""
     from perftune.data import Locations, load_dataset
@@ -109,11 +114,11 @@ def assemble(
             f"the scoring log holds rows of {recent_X.shape[1]} columns for {champion.name} v{number}, whose "
             f"training data has {dataset.n_features}"
         )
-    held = math.floor(settings.holdout_fraction * len(recent_y))
-    held = held if held >= MIN_HOLDOUT_ROWS else 0
-    cut = len(recent_y) - held
-    fit_X, fit_y, fit_at = recent_X[:cut], recent_y[:cut], recent_at[:cut]
+    held_out, compared = _holdout(recent_at, settings.holdout_fraction, half_life, seed)
+    fit = ~held_out
+    fit_X, fit_y, fit_at = recent_X[fit], recent_y[fit], recent_at[fit]
     recent_weights = _decay(now.timestamp() - fit_at, half_life)
+    held = int(compared.sum())
 
     parts_X, parts_y, parts_w = [], [], []
     if settings.include_training:
@@ -151,15 +156,30 @@ def assemble(
         "champion": f"{champion.name} v{number}",
         "training_data": {"dataset": plan.dataset.name, "fingerprint": dataset.fingerprint, "rows": training_rows},
         "scoring_window": window,
-        "holdout_rows": held,
+        "holdout_rows": int(held_out.sum()),
+        "compared_rows": held,
         "recency_half_life": settings.recency_half_life,
     }
     return RetrainData(
         frame=frame, target=dataset.target, task=dataset.task, feature_names=list(dataset.feature_names),
-        training_rows=training_rows, recent_rows=len(recent_y), window=window,
-        holdout_X=recent_X[cut:], holdout_y=_as_target(recent_y[cut:], dataset.y),
+        training_rows=training_rows, recent_rows=len(recent_y), held_out_rows=int(held_out.sum()), window=window,
+        holdout_X=recent_X[compared], holdout_y=_as_target(recent_y[compared], dataset.y),
         test_X=dataset.X[test], test_y=dataset.y[test], lineage=lineage,
     )  # fmt: skip
+
+
+def _holdout(at: np.ndarray, fraction: float, half_life_s: float | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the recent rows held out (a seeded random ``fraction``: never trained on) and of those the
+    comparison uses: the held-out rows within one half-life of the newest row — the world as it is now, so a
+    concept change is judged on rows after it while training still sees most of them. Fewer than
+    :data:`MIN_HOLDOUT_ROWS` compared rows hold nothing out (the test split decides then)."""
+    n = len(at)
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).permutation(n)[: math.floor(fraction * n)]] = True
+    compared = held & ((at >= at.max() - half_life_s) if half_life_s is not None and n else True)
+    if compared.sum() < MIN_HOLDOUT_ROWS:
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    return held, compared
 
 
 def _as_target(labels: np.ndarray, like: np.ndarray) -> np.ndarray:

@@ -172,7 +172,7 @@ class Retrainer:
 
         from perftune.retrain import data as retrain_data
 
-        assembled = retrain_data.assemble(champion, self.engine, policy.data, since, now, self.workspace)
+        assembled = retrain_data.assemble(champion, self.engine, policy.data, since, now, self.workspace, spec.seed)
         if not dry_run:
             retrain_data.store(assembled, self.workspace, self.name)
         where = f" as store:{assembled.reference}" if assembled.stored is not None else ""

@@ -1,0 +1,212 @@
+"""The retraining loop on a real study, registry and scoring log (rows logged as the server logs them):
+triggers, the dry run, the recency-weighted data, a challenger that is not better, the cooldown, probation."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from perftune.data import load_dataset
+from perftune.spec import DatasetSpec, ProbationSpec, RetrainDataSpec
+
+STUDY = """
+name: loop
+datasets: [diabetes]
+models: [sgd_logistic]
+search:
+  space:
+    batch_size: [16, 32, 64]
+    learning_rate: [0.001, 0.01]
+    epochs: 5
+objectives: [accuracy]
+gate:
+  - accuracy >= 0.6
+retrain:
+  search: {budget: 0.5}
+"""
+
+
+@dataclass
+class Base:
+    root: Path
+    uri: str
+    data: object
+    model: object = None
+    scoring: list[str] = field(default_factory=list)
+
+    def engine(self, name: str):
+        from perftune.serve.scoring import scoring_engine
+
+        return scoring_engine(f"sqlite:///{self.root / name}")
+
+    def log(self, engine, X: np.ndarray, labels: np.ndarray | None, at: datetime, version: str = "1") -> None:
+        """Requests of 8 rows as the server logs them (and their labels, as feedback does)."""
+        from perftune.serve.feedback import attach_labels
+        from perftune.serve.scoring import inputs_f64, insert_rows
+
+        rows, items = [], []
+        for i in range(0, len(X), 8):
+            batch = np.ascontiguousarray(X[i : i + 8])
+            predictions = self.model.predict(pd.DataFrame(batch, columns=self.data.feature_names))
+            key = uuid.uuid4().hex
+            rows.append({"request_id": key, "client_id": None, "at": at + timedelta(milliseconds=i), "model": "clf",
+                         "version": version, "endpoint": "invocations", "rows": len(batch),
+                         "inputs": orjson.dumps(batch.tolist()).decode(), "inputs_f64": inputs_f64(batch),
+                         "outputs": orjson.dumps(predictions.tolist()).decode(), "latency_ms": 1.0})  # fmt: skip
+            if labels is not None:
+                items.append((key, labels[i : i + 8].tolist()))
+        insert_rows(engine, rows)
+        if items:
+            attach_labels(engine, "clf", items)
+
+
+@pytest.fixture(scope="module")
+def base(champion_from_study, tmp_path_factory) -> Base:
+    from perftune.retrain.evaluate import load
+
+    root = tmp_path_factory.mktemp("loop")
+    uri = champion_from_study(root, STUDY, "clf")
+    b = Base(root, uri, load_dataset(DatasetSpec(name="diabetes")))
+    b.model = load(uri, "clf", "1")
+    return b
+
+
+def retrainer(base: Base, scoring: str, **kwargs):
+    from perftune.retrain.loop import Retrainer
+
+    return Retrainer("clf", base.uri, f"sqlite:///{base.root / scoring}", **kwargs)
+
+
+def flipped(data) -> np.ndarray:
+    return np.where(data.y == data.classes[0], data.classes[1], data.classes[0])
+
+
+def test_a_healthy_champion_fires_no_trigger(base):
+    engine = base.engine("healthy.db")
+    base.log(engine, base.data.X, base.data.y, datetime.now(timezone.utc))
+    loop = retrainer(base, "healthy.db")
+    try:
+        outcome = loop.run()
+    finally:
+        loop.close()
+    assert [s.what for s in outcome.steps] == ["skip"] and "no trigger fired" in outcome.steps[0].message
+
+
+def test_a_dry_run_says_each_decision_and_changes_nothing(base):
+    from perftune.registry.catalog import ModelRegistry
+
+    engine = base.engine("dry.db")
+    base.log(engine, base.data.X, flipped(base.data), datetime.now(timezone.utc))
+    loop = retrainer(base, "dry.db")
+    try:
+        outcome = loop.run(dry_run=True)
+    finally:
+        loop.close()
+    assert [s.what for s in outcome.steps] == ["trigger", "data", "search", "skip"]
+    assert "realized accuracy" in outcome.steps[0].message
+    search = outcome.steps[2]
+    assert search.details["trials"] == 3 and len(search.details["points"]) == 3  # half of the 6, warm-started
+    assert not (base.root / "ws" / "data" / "clf-retrain").exists()
+    registry = ModelRegistry(base.uri)
+    assert [e.action for e in registry.history("clf")] == ["register", "promote"]
+    registry.close()
+
+
+def test_retraining_data_is_recency_weighted_and_keeps_the_held_out_rows_out(base):
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.retrain.data import WEIGHT_COLUMN, assemble, store
+
+    engine = base.engine("weights.db")
+    registry = ModelRegistry(base.uri)
+    champion = registry.resolve("clf@champion")
+    registered = datetime.fromtimestamp(champion.creation_timestamp / 1000, timezone.utc)
+    later = registered + timedelta(days=14)  # recent rows two half-lives newer than the training data
+    base.log(engine, base.data.X[:400], base.data.y[:400], later)
+    settings = RetrainDataSpec(recency_half_life="7d", holdout_fraction=0.25)
+    got = assemble(champion, engine, settings, since=None, now=later + timedelta(seconds=1), workspace=None)
+    registry.close()
+    assert got.recent_rows == 400 and len(got.holdout_y) == 100 and got.training_rows == 537
+    w = got.frame[WEIGHT_COLUMN].to_numpy()
+    assert np.allclose(w[:537], 0.25, rtol=1e-3) and np.all(w[537:] > 0.99)  # 14 days = two half-lives
+    assert len(got.frame) == 537 + 300
+    trained = {tuple(row) for row in got.frame[base.data.feature_names].to_numpy()[537:]}
+    assert not trained & {tuple(row) for row in got.holdout_X}  # held-out rows are never trained on
+    assert len(got.test_y) == 231  # the champion's original test split, for the comparison
+    stored = store(got, base.root / "ws", "clf").stored
+    assert stored.weight == WEIGHT_COLUMN and stored.lineage["scoring_window"]["labelled_rows"] == 400
+
+
+def test_a_challenger_no_better_than_the_champion_is_kept_with_the_reason(base):
+    from perftune.registry.catalog import ModelRegistry
+
+    engine = base.engine("same.db")
+    base.log(engine, base.data.X, base.data.y, datetime.now(timezone.utc))  # the concept has not changed
+    loop = retrainer(base, "same.db")
+    try:
+        outcome = loop.run(force=True)
+    finally:
+        loop.close()
+    assert [s.what for s in outcome.steps] == ["trigger", "data", "search", "study", "register", "compare", "keep"]
+    assert not outcome.promoted and outcome.challenger == "2"
+    keep = outcome.steps[-1].message
+    assert "below the margin" in keep or "not beyond noise" in keep
+    registry = ModelRegistry(base.uri)
+    assert registry.aliases("clf") == {"champion": "1", "challenger": "2"}
+    entries = registry.history("clf")
+    assert [e.action for e in entries][-3:] == ["retrain", "register", "keep"]
+    assert entries[-1].details["comparisons"]["recent"]["rows"] == 230
+    detail = registry.show("clf", "2")
+    assert detail.retraining["from_version"] == 1 and detail.retraining["decision"].startswith("kept: ")
+    registry.close()
+
+
+def test_a_second_retraining_waits_for_the_cooldown(base):
+    engine = base.engine("cool.db")
+    base.log(engine, base.data.X, flipped(base.data), datetime.now(timezone.utc))
+    loop = retrainer(base, "cool.db")  # the retraining of the test above was just now; cooldown 1h
+    try:
+        outcome = loop.run()
+    finally:
+        loop.close()
+    assert [s.what for s in outcome.steps] == ["trigger", "skip"] and "cooldown 1h" in outcome.steps[1].message
+
+
+def test_probation_limits():
+    from perftune.monitor.performance import Performance
+    from perftune.retrain.probation import degradations
+
+    @dataclass
+    class System:
+        error_rate: float | None
+        latency_ms_p95: float | None
+
+    @dataclass
+    class Check:
+        performance: list
+        system: System
+
+    policy = ProbationSpec(max_drop=0.05, max_error_rate=0.01, max_latency_increase=0.5)
+    fine = Check([Performance("accuracy", "realized", 0.74, 0.70, 0.78, 300, 0.76)], System(0.0, 10.0))
+    assert degradations(fine, policy, previous_latency_p95=8.0) == []
+    bad = Check([Performance("accuracy", "realized", 0.5, 0.45, 0.55, 300, 0.76)], System(0.02, 13.0))
+    found = degradations(bad, policy, previous_latency_p95=8.0)
+    assert len(found) == 3 and "max_drop" in found[0] and "error rate" in found[1] and "latency" in found[2]
+
+
+def test_the_comparison_uses_held_out_rows_of_the_current_world_only():
+    from perftune.retrain.data import _holdout
+
+    day = 86_400.0
+    at = np.r_[np.zeros(300), np.full(300, 3 * day)]  # 300 rows three days before the newest 300
+    held, compared = _holdout(at, 0.3, half_life_s=day, seed=0)
+    assert held.sum() == 180 and compared.sum() == held[300:].sum() and not compared[:300].any()
+    held, compared = _holdout(at, 0.3, half_life_s=None, seed=0)
+    assert np.array_equal(held, compared)  # without a half-life every held-out row counts
+    assert not _holdout(at[:50], 0.3, half_life_s=None, seed=0)[0].any()  # 15 rows: too few, none held out
