@@ -26,7 +26,7 @@ registration and, for (b), the comparison). Target: (b) recovers ≥ 90 % of (c)
 0.9) at ≤ 1/3 of its compute (CPU-s of trials). Also printed: the share of (c)'s improvement over (a) that (b)
 achieves, (RMSE_a − RMSE_b) / (RMSE_a − RMSE_c).
 
-Usage: ``PERFTUNE_DATA_DIR=../shared/datasets python benchmarks/retrain.py [--budget 0.1] [--keep DIR]``
+Usage: ``PERFTUNE_DATA_DIR=../shared/datasets python benchmarks/retrain.py [--budget 0.3] [--keep DIR]``
 (about 5–10 minutes on 2 cores).
 """
 
@@ -138,7 +138,7 @@ def full_search(spec, reference: str, workspace: Path, tag: str, uri: str) -> tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=0.1, help="retrain.search.budget of the loop")
+    parser.add_argument("--budget", type=float, default=0.3, help="retrain.search.budget of the loop (the default)")
     parser.add_argument("--keep", type=Path, help="keep the workspace in this folder")
     args = parser.parse_args()
     logging.getLogger("mlflow").setLevel(logging.ERROR)

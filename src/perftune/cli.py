@@ -371,7 +371,7 @@ def history(
         from datetime import timezone
 
         for e in entries:
-            at = e.at if e.at.tzinfo else e.at.replace(tzinfo=timezone.utc)  # SQLite gives naive UTC back
+            at = e.at.astimezone(timezone.utc) if e.at.tzinfo else e.at.replace(tzinfo=timezone.utc)  # SQLite: naive
             print(json.dumps({**e.__dict__, "at": at.isoformat()}, default=str))
         return
     from perftune.console import history_table
@@ -613,7 +613,9 @@ def monitor(
     given = _settings(scoring_uri=scoring_uri, tracking_uri=tracking_uri, workspace=workspace)
     checker = Monitor(reference, given.existing_tracking_uri(), given.scoring_uri_or_default(), settings, server)
     acted: list[bool] = []
-    loop = _retrainer(reference.split("@")[0], spec, scoring_uri, tracking_uri, workspace) if retrain else None
+    loop = (
+        _retrainer(reference.split("@")[0], spec, scoring_uri, tracking_uri, workspace, json_out) if retrain else None
+    )
 
     def act(result) -> None:
         """--retrain: probation first (a degraded new champion goes back), then the retrain policy."""

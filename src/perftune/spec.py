@@ -601,6 +601,8 @@ class Spec(_Model):
         payload = self.model_dump(
             mode="json", exclude={"name", "execution", "tracking", "workspace", "gate", "monitor", "retrain"}
         )
+        if not payload["search"]["points"]:  # specs without points keep the fingerprint they had before points
+            del payload["search"]["points"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -130,7 +130,7 @@ def test_retraining_data_is_recency_weighted_and_keeps_the_held_out_rows_out(bas
     later = registered + timedelta(days=14)  # recent rows two half-lives newer than the training data
     base.log(engine, base.data.X[:400], base.data.y[:400], later)
     settings = RetrainDataSpec(recency_half_life="7d", holdout_fraction=0.25)
-    got = assemble(champion, engine, settings, since=None, now=later + timedelta(seconds=1), workspace=None)
+    got = assemble(champion, engine, settings, since=None, now=later + timedelta(seconds=1))
     registry.close()
     assert got.recent_rows == 400 and len(got.holdout_y) == 100 and got.training_rows == 537
     w = got.frame[WEIGHT_COLUMN].to_numpy()
@@ -200,13 +200,12 @@ def test_probation_limits():
     assert len(found) == 3 and "max_drop" in found[0] and "error rate" in found[1] and "latency" in found[2]
 
 
-def test_the_comparison_uses_held_out_rows_of_the_current_world_only():
+def test_the_comparison_holds_out_rows_of_the_current_world_only():
     from perftune.retrain.data import _holdout
 
     day = 86_400.0
     at = np.r_[np.zeros(300), np.full(300, 3 * day)]  # 300 rows three days before the newest 300
-    held, compared = _holdout(at, 0.3, half_life_s=day, seed=0)
-    assert held.sum() == 180 and compared.sum() == held[300:].sum() and not compared[:300].any()
-    held, compared = _holdout(at, 0.3, half_life_s=None, seed=0)
-    assert np.array_equal(held, compared)  # without a half-life every held-out row counts
-    assert not _holdout(at[:50], 0.3, half_life_s=None, seed=0)[0].any()  # 15 rows: too few, none held out
+    held = _holdout(at, 0.3, half_life_s=day, seed=0)
+    assert held.sum() == 90 and not held[:300].any()  # older rows all go to training
+    assert _holdout(at, 0.3, half_life_s=None, seed=0).sum() == 180  # without a half-life: any recent row
+    assert not _holdout(at[:50], 0.3, half_life_s=None, seed=0).any()  # 15 rows: too few, none held out

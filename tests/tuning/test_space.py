@@ -57,3 +57,20 @@ def test_points_warm_start_a_search_and_narrow_a_grid():
         build_search(partial, resolve_space(partial.space, 100), objectives, "classification", seed=0)
     with pytest.raises(ValueError, match=r"points\[0\] sets alpha, which the space does not have"):
         SearchSpec(algorithm="grid", space=raw, points=[{"alpha": 0.1}])
+
+
+def test_points_are_fitted_to_the_resolved_space():
+    from perftune.spec import SearchSpec, load_spec
+    from perftune.tuning.results import Objective
+    from perftune.tuning.search import build_search, fitting_points
+
+    raw = {"batch_size": {"powers_of_two": {"from": 3, "until": "n_samples"}}, "learning_rate": [0.001, 0.01],
+           "epochs": 3}  # fmt: skip
+    points = [{"batch_size": 16, "learning_rate": 0.01, "epochs": 3}, {"batch_size": 512, "learning_rate": 0.01}]
+    space = resolve_space(SearchSpec(space=raw).space, 100)  # batch sizes 8..64 on 100 rows
+    assert fitting_points(points, space) == [{"batch_size": 16, "learning_rate": 0.01}]  # epochs is a constant
+    tpe = SearchSpec(algorithm="tpe", num_samples=4, space=raw, points=points)
+    setup = build_search(tpe, space, [Objective("accuracy", "max")], "classification", seed=0)
+    setup.search_alg.set_search_properties("accuracy", "max", setup.param_space)  # Optuna accepts the point
+    # a spec without points keeps the fingerprint it had before points existed (so old studies still resume)
+    assert load_spec("examples/quick.yaml").fingerprint().startswith("6e588b7ee4c6")

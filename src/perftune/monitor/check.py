@@ -103,11 +103,12 @@ class Monitor:
     def _open(self, version: Any) -> None:
         from perftune.monitor.reference import load_profile, profile_from_recipe
 
-        self.version = version
-        self.name, self.number = version.name, str(version.version)
-        client = self.registry.client
-        self.profile: ReferenceProfile = load_profile(client, version) or profile_from_recipe(client, version)
-        self.settings = self.given_settings or MonitorSpec.model_validate(self.profile.settings or {})
+        client = self.registry.client  # everything read first: a failure leaves the monitor as it was
+        profile = load_profile(client, version) or profile_from_recipe(client, version)
+        settings = self.given_settings or MonitorSpec.model_validate(profile.settings or {})
+        self.version, self.name, self.number = version, version.name, str(version.version)
+        self.profile: ReferenceProfile = profile
+        self.settings = settings
         self._model: Any = None
         self.last_summary: WindowSummary | None = None  # the last check's window, for the HTML page
         self._last_counts: tuple[float, float] | None = None
@@ -141,7 +142,8 @@ class Monitor:
 
     # ----------------------------------------------------------------------------------------- a check
 
-    def check(self, window: str | None = None, now: datetime | None = None) -> CheckResult:
+    def check(self, window: str | None = None, now: datetime | None = None, save: bool = True) -> CheckResult:
+        """One check of the window; ``save=False`` leaves the stored history (and so the baselines) untouched."""
         from perftune.monitor import store
         from perftune.monitor import window as windows
 
@@ -182,8 +184,9 @@ class Monitor:
         result = CheckResult(check_id, now.isoformat(), self.name, self.number, window_info, drift, perf, system,
                              verdicts, findings)  # fmt: skip
         points = {v.series: (v.value, v.z) for v in verdicts if math.isfinite(v.value)}
-        store.save(self.engine, check_id, now, self.name, self.number, (bounds.start, bounds.end, bounds.rows),
-                   findings, result.to_dict(), points)  # fmt: skip
+        if save:
+            store.save(self.engine, check_id, now, self.name, self.number, (bounds.start, bounds.end, bounds.rows),
+                       findings, result.to_dict(), points)  # fmt: skip
         return result
 
     def _performance(self, bounds, expected: performance.ExpectedAccuracy | None) -> list[performance.Performance]:

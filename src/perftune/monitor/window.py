@@ -173,8 +173,15 @@ def labelled(engine: sa.Engine, model: str, version: str, window: Bounds) -> Lab
             labels.extend(lab)
             times.extend([_utc(when).timestamp()] * n)
     X = np.concatenate(inputs) if inputs else np.empty((0, 0))
-    return Labelled(X, np.asarray(predictions, dtype=np.float64), np.asarray(labels, dtype=np.float64),
-                    np.asarray(times, dtype=np.float64))  # fmt: skip
+    return Labelled(X, _values(predictions), _values(labels), np.asarray(times, dtype=np.float64))
+
+
+def _values(values: list) -> np.ndarray:
+    """Numbers as float64; class names (strings) as they are."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.asarray(values, dtype=object)
 
 
 def since(engine: sa.Engine, model: str, version: str, start: datetime | None) -> Bounds:

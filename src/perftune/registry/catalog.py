@@ -228,9 +228,10 @@ class ModelRegistry:
 
     def promote(
         self, name: str, version: str | int, reason: str = "", force: bool = False, user: str | None = None,
-        details: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None, expect: str | None = None,
     ) -> AuditEntry:  # fmt: skip
-        """Point ``champion`` at ``version``; the previous champion is remembered for ``rollback``."""
+        """Point ``champion`` at ``version``; the previous champion is remembered for ``rollback``. ``expect``:
+        promote only if ``expect`` is still the champion (the one the version was compared with)."""
         target = self.version(name, version)
         number = str(target.version)
         if self.is_archived(target):
@@ -241,6 +242,8 @@ class ModelRegistry:
             )
         with self.audit.locked(name) as conn:
             before = self.aliases(name).get(CHAMPION)
+            if expect is not None and before != expect:
+                raise UsageError(f"{name}'s champion is v{before or '—'} now, not v{expect}; v{number} not promoted")
             if before == number:
                 raise UsageError(f"{name} v{number} is already the champion")
             return self._move(conn, name, "promote", CHAMPION, before, number, reason, user, details)

@@ -2,13 +2,14 @@
 
 * **Recent rows** are the champion's requests that got labels through feedback, logged since it became champion
   (all of its requests when the audit log does not say), the newest ``max_recent_rows`` of them. A seeded
-  random ``holdout_fraction`` of those is held out and never trained on; champion and challenger are compared on
-  the held-out rows within one ``recency_half_life`` of the newest row (the world as it is now).
+  random ``holdout_fraction`` of the rows within one ``recency_half_life`` of the newest (the world as it is
+  now) is held out: champion and challenger are compared on it, and it is never trained on.
 * **Training rows** are the champion's own training split (``include_training``), read again through its refit
   recipe — for a version that was itself retrained that is its retraining data, so the chain goes on. Its
   test split stays out too: the comparison uses it.
-* **Recency weights**: a row's weight halves every ``recency_half_life`` of age (a scoring row's age from its
-  request time; a training row's from when its table was built, on top of the weight it already had). Training
+* **Recency weights**: a row's weight halves every ``recency_half_life`` of age, counted back from the newest
+  row (a scoring row's age from its request time; a training row's from when its table was built, on top of
+  the weight it already had). Training
   draws rows in proportion to their weights (:func:`perftune.tuning.trial.run_trial`).
 
 The table is stored as a new version of ``<model>-retrain`` in the data store, its lineage naming the champion,
@@ -30,6 +31,7 @@ from perftune.errors import PerftuneError
 from perftune.spec import RetrainDataSpec, parse_window
 
 WEIGHT_COLUMN = "perftune_weight"
+MIN_WEIGHT = 1e-9  # a row a hundred half-lives old still weighs this, so no fold's weights sum to 0
 MIN_HOLDOUT_ROWS = 20  # fewer held-out rows cannot tell two versions apart; the test split decides then
 
 
@@ -43,7 +45,6 @@ class RetrainData:
     feature_names: list[str]
     training_rows: int
     recent_rows: int
-    held_out_rows: int
     window: dict[str, Any]  # the scoring window the recent rows came from
     holdout_X: np.ndarray
     holdout_y: np.ndarray
@@ -60,8 +61,8 @@ class RetrainData:
     def describe(self) -> str:
         w = self.frame[WEIGHT_COLUMN].to_numpy()
         held = (
-            f"{self.held_out_rows} held out, {len(self.holdout_y)} of them recent enough for the comparison"
-            if len(self.holdout_y) else "none held out: too few to compare on"
+            f"{len(self.holdout_y)} of the newest held out for the comparison" if len(self.holdout_y)
+            else "none held out: too few recent rows to compare on"
         )  # fmt: skip
         return (
             f"{self.training_rows} training rows of the champion + {self.recent_rows} labelled scoring rows "
@@ -81,7 +82,6 @@ def assemble(
     settings: RetrainDataSpec,
     since: datetime | None,
     now: datetime | None = None,
-    workspace: str | None = None,
     seed: int = 0,
 ) -> RetrainData:
     """Build the retraining table of ``champion`` (an MLflow model version) from its lineage and the scoring log."""
@@ -98,7 +98,8 @@ def assemble(
             "data; register it with perftune register"
         )
     plan = RefitPlan.from_json(recipe)
-    where = Locations.default(Path(workspace or plan.workspace), recorded_data_dir=plan.data_dir)
+    # the champion's data is where it was recorded (a retrained champion's table is in that data store)
+    where = Locations.default(Path(plan.workspace), recorded_data_dir=plan.data_dir)
     dataset = load_dataset(plan.dataset, seed=plan.seed, where=where)
     train, test = holdout_split(dataset, plan.evaluation.test_fraction, plan.seed)
     half_life = parse_window(settings.recency_half_life)[1] if settings.recency_half_life else None
@@ -114,11 +115,12 @@ def assemble(
             f"the scoring log holds rows of {recent_X.shape[1]} columns for {champion.name} v{number}, whose "
             f"training data has {dataset.n_features}"
         )
-    held_out, compared = _holdout(recent_at, settings.holdout_fraction, half_life, seed)
+    held_out = _holdout(recent_at, settings.holdout_fraction, half_life, seed)
     fit = ~held_out
     fit_X, fit_y, fit_at = recent_X[fit], recent_y[fit], recent_at[fit]
-    recent_weights = _decay(now.timestamp() - fit_at, half_life)
-    held = int(compared.sum())
+    # ages from the newest row (weights are relative: the newest row weighs 1), floored so none is exactly 0
+    newest = float(recent_at.max()) if len(recent_at) else now.timestamp()
+    recent_weights = _decay(newest - fit_at, half_life)
 
     parts_X, parts_y, parts_w = [], [], []
     if settings.include_training:
@@ -129,7 +131,7 @@ def assemble(
         )
         parts_X.append(dataset.X[train])
         parts_y.append(dataset.y[train])
-        parts_w.append(base * _decay((now - built).total_seconds(), half_life))
+        parts_w.append(base * _decay(newest - built.timestamp(), half_life))
     if len(fit_y):
         parts_X.append(fit_X)
         parts_y.append(_as_target(fit_y, dataset.y))
@@ -144,7 +146,7 @@ def assemble(
     if dataset.target in frame.columns or WEIGHT_COLUMN in frame.columns:
         raise PerftuneError(f"a feature of {champion.name} is named {dataset.target!r} or {WEIGHT_COLUMN!r}")
     frame[dataset.target] = np.concatenate(parts_y)
-    frame[WEIGHT_COLUMN] = np.concatenate(parts_w)
+    frame[WEIGHT_COLUMN] = np.maximum(np.concatenate(parts_w), MIN_WEIGHT)
     training_rows = len(train) if settings.include_training else 0
     window = {
         "model": champion.name, "version": number,
@@ -157,36 +159,48 @@ def assemble(
         "training_data": {"dataset": plan.dataset.name, "fingerprint": dataset.fingerprint, "rows": training_rows},
         "scoring_window": window,
         "holdout_rows": int(held_out.sum()),
-        "compared_rows": held,
         "recency_half_life": settings.recency_half_life,
     }
     return RetrainData(
         frame=frame, target=dataset.target, task=dataset.task, feature_names=list(dataset.feature_names),
-        training_rows=training_rows, recent_rows=len(recent_y), held_out_rows=int(held_out.sum()), window=window,
-        holdout_X=recent_X[compared], holdout_y=_as_target(recent_y[compared], dataset.y),
+        training_rows=training_rows, recent_rows=len(recent_y), window=window,
+        holdout_X=recent_X[held_out], holdout_y=_as_target(recent_y[held_out], dataset.y),
         test_X=dataset.X[test], test_y=dataset.y[test], lineage=lineage,
     )  # fmt: skip
 
 
-def _holdout(at: np.ndarray, fraction: float, half_life_s: float | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the recent rows held out (a seeded random ``fraction``: never trained on) and of those the
-    comparison uses: the held-out rows within one half-life of the newest row — the world as it is now, so a
-    concept change is judged on rows after it while training still sees most of them. Fewer than
-    :data:`MIN_HOLDOUT_ROWS` compared rows hold nothing out (the test split decides then)."""
+def _holdout(at: np.ndarray, fraction: float, half_life_s: float | None, seed: int) -> np.ndarray:
+    """Mask of the recent rows held out for the comparison (never trained on): a seeded random ``fraction`` of
+    the rows within one half-life of the newest — the world as it is now, so a concept change is judged on rows
+    after it while training still sees most of them; older rows all go to training. Fewer than
+    :data:`MIN_HOLDOUT_ROWS` held-out rows hold nothing out (the original test split decides then)."""
     n = len(at)
     held = np.zeros(n, dtype=bool)
-    held[np.random.default_rng(seed).permutation(n)[: math.floor(fraction * n)]] = True
-    compared = held & ((at >= at.max() - half_life_s) if half_life_s is not None and n else True)
-    if compared.sum() < MIN_HOLDOUT_ROWS:
-        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    return held, compared
+    if not n:
+        return held
+    candidates = np.flatnonzero(at >= at.max() - half_life_s) if half_life_s is not None else np.arange(n)
+    chosen = np.random.default_rng(seed).permutation(candidates)[: math.floor(fraction * len(candidates))]
+    if len(chosen) < MIN_HOLDOUT_ROWS:
+        return held
+    held[chosen] = True
+    return held
 
 
 def _as_target(labels: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """Feedback labels (JSON numbers) in the training target's dtype, so classes compare equal."""
-    if np.issubdtype(like.dtype, np.integer):
-        return np.rint(labels).astype(like.dtype)
-    return labels.astype(like.dtype) if np.issubdtype(like.dtype, np.number) else labels
+    """Feedback labels in the training target's dtype, so classes compare equal; one-line errors otherwise."""
+    if np.issubdtype(like.dtype, np.number):
+        try:
+            values = labels.astype(np.float64)
+        except (TypeError, ValueError):
+            raise PerftuneError(
+                "feedback labels are not numbers, but the model was trained on numeric targets"
+            ) from None
+        if np.issubdtype(like.dtype, np.integer):
+            if not np.all(np.mod(values, 1) == 0):
+                raise PerftuneError("feedback labels hold fractions, but the model's classes are whole numbers")
+            return values.astype(like.dtype)
+        return values.astype(like.dtype)
+    return labels.astype(str).astype(like.dtype) if like.dtype.kind in "US" else labels.astype(object)
 
 
 def _built_at(plan: Any, dataset: Any, where: Any) -> datetime | None:

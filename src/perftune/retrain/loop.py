@@ -156,8 +156,12 @@ class Retrainer:
         if force:
             reasons = ["on demand (perftune retrain --force)"]
         else:
+            if check is not None and (check.model, str(check.version)) != (self.name, number):
+                self._step(outcome, "skip", f"the check is of {check.model} v{check.version}, but the champion is "
+                           f"v{number} now; the next check judges it")  # fmt: skip
+                return outcome
             if check is None:
-                check = self._check(spec)
+                check = self._check(spec, save=not dry_run)
             reasons = triggers.fired(policy.triggers, check, now, since)
         trigger = {"check_id": getattr(check, "check_id", None), "reasons": reasons,
                    "findings": list(getattr(check, "findings", []))}  # fmt: skip
@@ -172,7 +176,7 @@ class Retrainer:
 
         from perftune.retrain import data as retrain_data
 
-        assembled = retrain_data.assemble(champion, self.engine, policy.data, since, now, self.workspace, spec.seed)
+        assembled = retrain_data.assemble(champion, self.engine, policy.data, since, now, spec.seed)
         if not dry_run:
             retrain_data.store(assembled, self.workspace, self.name)
         where = f" as store:{assembled.reference}" if assembled.stored is not None else ""
@@ -196,12 +200,12 @@ class Retrainer:
         self._compare_and_decide(spec, champion, challenger, assembled, outcome)
         return outcome
 
-    def _check(self, spec: Spec) -> Any:
+    def _check(self, spec: Spec, save: bool = True) -> Any:
         from perftune.monitor.check import Monitor
 
         monitor = Monitor(f"{self.name}@{CHAMPION}", self.registry.tracking_uri, self.scoring_uri)
         try:
-            return monitor.check()
+            return monitor.check(save=save)  # a dry run leaves the monitor's history (its baselines) as it was
         finally:
             monitor.close()
 
@@ -267,6 +271,7 @@ class Retrainer:
     def _compare_and_decide(self, spec: Spec, champion: Any, challenger: str, assembled: Any,
                             outcome: Outcome) -> None:  # fmt: skip
         from perftune.explain.importance import load_importance
+        from perftune.retrain import data as retrain_data
         from perftune.retrain import evaluate
         from perftune.retrain.compare import compare, decide
 
@@ -278,9 +283,15 @@ class Retrainer:
         comparisons = {}
         for where, X, y in (("recent", assembled.holdout_X, assembled.holdout_y),
                             ("test split", assembled.test_X, assembled.test_y)):  # fmt: skip
-            if len(y):
+            if len(y) >= retrain_data.MIN_HOLDOUT_ROWS:  # fewer rows cannot tell two versions apart
                 comparisons[where] = compare(y, evaluate.predict(a, X, columns), evaluate.predict(b, X, columns),
                                              assembled.task, promote.margin, promote.alpha, seed=spec.seed)  # fmt: skip
+        if not comparisons:
+            reason = (f"fewer than {retrain_data.MIN_HOLDOUT_ROWS} labelled rows to compare v{number} and "
+                      f"v{challenger} on")  # fmt: skip
+            self.registry.record(self.name, "keep", challenger, f"kept as challenger: {reason}", {"reasons": [reason]})
+            self._step(outcome, "keep", f"v{challenger} kept as challenger: {reason}")
+            return
         deciding = "recent" if "recent" in comparisons else "test split"
         measured = evaluate.measure(a, b, assembled.test_X, columns, spec.evaluation.latency_rows,
                                     spec.evaluation.throughput_batch)  # fmt: skip
@@ -307,8 +318,13 @@ class Retrainer:
                                      json.dumps(details, default=str))  # fmt: skip
         reason = "; ".join(decision.reasons)
         if decision.promote:
-            self.registry.promote(self.name, challenger, reason=f"retrained challenger beats v{number}: {reason}",
-                                  details=details)  # fmt: skip
+            try:
+                self.registry.promote(self.name, challenger, reason=f"retrained challenger beats v{number}: {reason}",
+                                      details=details, expect=number)  # fmt: skip
+            except UsageError as exc:  # the champion moved while the challenger trained: it was not compared
+                self.registry.record(self.name, "keep", challenger, f"kept as challenger: {exc}", details)
+                self._step(outcome, "keep", f"v{challenger} kept as challenger: {exc}")
+                return
             client.set_model_version_tag(self.name, challenger, "perftune.retrain.decision", "promoted")
             outcome.promoted = True
             self._step(outcome, "promote", f"v{challenger} promoted to champion: {reason}")

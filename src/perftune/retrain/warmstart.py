@@ -5,9 +5,9 @@ retraining data, with a smaller search warm-started from the previous study's be
   family (at least one).
 * **Warm start**: the previous study's best trials of that group (feasible first, then by the objectives, as
   ``perftune register`` ranks them) are tried first. A grid becomes the grid of exactly those points (a
-  narrowed grid); random, TPE and NSGA-II try them first and then sample on (Optuna's TPE seeded with how they
-  score on the new data). Without a warm start the same budget is spent by the original algorithm (a grid
-  becomes a random search of that many points).
+  narrowed grid); random, TPE and NSGA-II spend half the budget on the best points and then sample on (Optuna's
+  TPE seeded with how they score on the new data). Without a warm start the same budget is spent by the
+  original algorithm (a grid becomes a random search of that many points).
 * Only the champion's family is searched: the best region of the previous study is in it.
 """
 
@@ -97,7 +97,7 @@ def plan_search(
             point = {k: v for k, v in trial.params.items() if k in search.space}
             if point not in seen:
                 seen.append(point)
-        take = trials if search.algorithm in ("grid", "random") else max(1, math.ceil(trials / 2))
+        take = trials if search.algorithm == "grid" else max(1, math.ceil(trials / 2))  # others: then sample on
         points = seen[:take]
         source = {**source, "trials": [t.trial_id for t in best[: len(points)]]}
     else:

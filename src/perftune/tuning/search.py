@@ -3,6 +3,7 @@ Tune's OptunaSearch, and ASHA from Ray Tune as an optional ML-metric scheduler."
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from perftune.errors import SpecError
 from perftune.spec import SearchSpec, Values
 from perftune.tuning.results import Objective
 from perftune.tuning.space import Resolved, grid_size, to_ray
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,12 +105,39 @@ def _asha(search: SearchSpec, space: dict[str, Resolved], task: str) -> Any:
     )
 
 
+def fitting_points(points: list[dict[str, Any]], space: dict[str, Resolved]) -> list[dict[str, Any]]:
+    """The points as the searchers need them: without the parameters that have a single value (Ray makes them
+    constants, which Optuna's warm start refuses), and only the points whose values lie in the space as resolved
+    for this dataset (e.g. a batch size above its rows is dropped, with a warning)."""
+    out = []
+    for point in points:
+        kept = {k: v for k, v in point.items() if not (isinstance(space[k], Values) and len(space[k].values) == 1)}
+        outside = [k for k, v in kept.items() if not _inside(v, space[k])]
+        if outside:
+            log.warning("search.points: %s lies outside the space (%s); skipped", point, ", ".join(outside))
+            continue
+        if kept not in out:
+            out.append(kept)
+    return out
+
+
+def _inside(value: Any, domain: Resolved) -> bool:
+    if isinstance(domain, Values):
+        return value in domain.values
+    try:
+        return domain.low <= float(value) <= domain.high
+    except (TypeError, ValueError):
+        return False
+
+
 def build_search(
     search: SearchSpec, space: dict[str, Resolved], objectives: list[Objective], task: str, seed: int
 ) -> SearchSetup:
     """The Ray Tune setup of one group. ``search.points`` are tried first (a warm start); a grid with points
     is exactly those points (a narrowed grid), so each must set every parameter with more than one value."""
-    algorithm, points = search.algorithm, [dict(p) for p in search.points]
+    algorithm, points = search.algorithm, fitting_points(search.points, space)
+    if search.points and not points:
+        raise SpecError("search.points: none of the points lies in the search space; fix or remove them")
     if algorithm == "grid" and points:
         varying = [name for name, d in space.items() if not (isinstance(d, Values) and len(d.values) == 1)]
         for i, point in enumerate(points):
