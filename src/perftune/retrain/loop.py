@@ -213,7 +213,6 @@ class Retrainer:
         from perftune.retrain.warmstart import plan_search
 
         client = self.registry.client
-        family = champion.tags.get("perftune.model_family", spec.models[0])
         origin_run, origin_dataset = _origin(champion)
         previous_run = champion.tags.get("perftune.study_run_id", "")
         _, original = study_of(client, origin_run)
@@ -222,10 +221,9 @@ class Retrainer:
         source = {"study": previous.name if previous else None, "parent_run_id": previous_run}
         reference = assembled.reference if assembled.stored is not None else f"{self.name}-retrain"
         return plan_search(
-            spec, _trials(original, origin_dataset, family), _trials(previous, dataset, family), source, family,
-            reference, assembled.target, assembled.task, f"{spec.name}-retrain-{now:%Y%m%dT%H%M%S}",
-            self.registry.tracking_uri, spec.retrain.search.budget, spec.retrain.search.warm_start,
-            check=not dry_run,
+            spec, _trials(original, origin_dataset), _trials(previous, dataset), source, reference,
+            assembled.target, assembled.task, f"{spec.name}-retrain-{now:%Y%m%dT%H%M%S}", self.registry.tracking_uri,
+            spec.retrain.search.budget, spec.retrain.search.warm_start, check=not dry_run,
         )  # fmt: skip
 
     def _train_and_register(self, search: Any, champion: Any, trigger: dict[str, Any], assembled: Any,
@@ -354,10 +352,10 @@ def _origin(champion: Any) -> tuple[str, str]:
     )
 
 
-def _trials(study: Any, dataset: str, family: str) -> list[Any]:
+def _trials(study: Any, dataset: str) -> list[Any]:
+    """The study's trials of ``dataset`` (a retraining study has one dataset, under its store name)."""
     if study is None:
         return []
-    groups = [g for g in study.groups if g.model == family]
-    exact = [g for g in groups if g.dataset == dataset]
-    chosen = exact or (groups if len({g.dataset for g in groups}) == 1 else [])
+    exact = [g for g in study.groups if g.dataset == dataset]
+    chosen = exact or (study.groups if len({g.dataset for g in study.groups}) == 1 else [])
     return [t for g in chosen for t in g.trials]

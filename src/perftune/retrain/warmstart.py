@@ -1,14 +1,16 @@
 """The retraining study: the original spec's constraints, objectives, early stopping and gate, on the
 retraining data, with a smaller search warm-started from the previous study's best region.
 
-* **Budget**: ``retrain.search.budget`` × the trials the original study ran for the champion's dataset and
-  family (at least one).
-* **Warm start**: the previous study's best trials of that group (feasible first, then by the objectives, as
-  ``perftune register`` ranks them) are tried first. A grid becomes the grid of exactly those points (a
-  narrowed grid); random, TPE and NSGA-II spend half the budget on the best points and then sample on (Optuna's
-  TPE seeded with how they score on the new data). Without a warm start the same budget is spent by the
-  original algorithm (a grid becomes a random search of that many points).
-* Only the champion's family is searched: the best region of the previous study is in it.
+* **Budget**: ``retrain.search.budget`` × the trials the original study ran for the champion's dataset (at least
+  one per family), spread evenly over the spec's families.
+* **Warm start**: the previous study's best configurations on that dataset, all families ranked together
+  (feasible first, then by the objectives, as ``perftune register`` ranks them), are tried first by every
+  family. A grid becomes the grid of exactly those points (a narrowed grid); random, TPE and NSGA-II spend half
+  the budget on the best points and then sample on (Optuna's TPE seeded with how they score on the new data).
+  Without a warm start the same budget is spent by the original algorithm (a grid becomes a random search of
+  that many points).
+* Every family of the spec is searched again: on the new data another family may win (a robust loss that fit
+  the old majority can lose to a squared loss that follows the new rows).
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ def plan_search(
     original: list[TrialRecord],
     previous: list[TrialRecord],
     source: dict[str, Any],
-    family: str,
     data_reference: str,
     target: str,
     task: str,
@@ -72,54 +73,60 @@ def plan_search(
     warm_start: bool,
     check: bool = True,
 ) -> SearchPlan:
-    """The retraining spec (``name``) for the champion's ``family`` on ``data_reference`` (a store: dataset).
+    """The retraining spec (``name``) for the spec's families on ``data_reference`` (a store: dataset).
 
-    ``original``: the original study's trials of the champion's dataset × family (they set the budget);
-    ``previous``: the champion's own study's trials of that group (they seed the search), from ``source``.
+    ``original``: the original study's trials of the champion's dataset (they set the budget);
+    ``previous``: the champion's own study's trials of its dataset (they seed the search), from ``source``.
     ``check``: check the spec against the data store (off for a dry run, which stores nothing).
     """
+    from perftune.models.base import get_family
     from perftune.tuning.plan import make_plan
     from perftune.tuning.space import grid_size, resolve_space
 
+    models = [m for m in spec.models if task in get_family(m).tasks]
     if original:
         original_trials = len(original)
-    elif spec.search.algorithm == "grid":
-        original_trials = grid_size(resolve_space(spec.search.space, 2**20)) * spec.search.num_samples
     else:
-        original_trials = spec.search.num_samples
-    trials = max(1, math.ceil(budget * original_trials))
+        per_group = (
+            grid_size(resolve_space(spec.search.space, 2**20)) * spec.search.num_samples
+            if spec.search.algorithm == "grid" else spec.search.num_samples
+        )  # fmt: skip
+        original_trials = per_group * len(models)
+    per_family = max(1, math.ceil(budget * original_trials / len(models)))
     points: list[dict[str, Any]] = []
     search = spec.search.model_copy(deep=True)
     if warm_start and previous:
         best = ranked(previous, make_plan_objectives(spec, task))
         seen: list[dict[str, Any]] = []
+        chosen: list[str] = []
         for trial in best:
             point = {k: v for k, v in trial.params.items() if k in search.space}
             if point not in seen:
                 seen.append(point)
-        take = trials if search.algorithm == "grid" else max(1, math.ceil(trials / 2))  # others: then sample on
+                chosen.append(trial.trial_id)
+        take = per_family if search.algorithm == "grid" else max(1, math.ceil(per_family / 2))  # others sample on
         points = seen[:take]
-        source = {**source, "trials": [t.trial_id for t in best[: len(points)]]}
+        source = {**source, "trials": chosen[: len(points)]}
     else:
         source = {}
     if search.algorithm == "grid":
         if points:
             search = search.model_copy(update={"points": points, "num_samples": 1})
-            trials = len(points)
+            per_family = len(points)
         else:
-            search = search.model_copy(update={"algorithm": "random", "num_samples": trials, "points": []})
+            search = search.model_copy(update={"algorithm": "random", "num_samples": per_family, "points": []})
     else:
-        search = search.model_copy(update={"points": points, "num_samples": max(trials, len(points))})
+        search = search.model_copy(update={"points": points, "num_samples": max(per_family, len(points))})
     entry = DatasetSpec(name=data_reference, source="store", target=target, task=task)
     tracking = spec.tracking.model_copy(update={"uri": tracking_uri})
     retrain_spec = spec.model_copy(
-        update={"name": name, "datasets": [entry], "models": [family], "search": search, "tracking": tracking},
+        update={"name": name, "datasets": [entry], "models": models, "search": search, "tracking": tracking},
         deep=True,
     )
     retrain_spec = Spec.model_validate(retrain_spec.model_dump(mode="json"))  # validated like a user's spec
     if check:
         make_plan(retrain_spec)
-    return SearchPlan(retrain_spec, trials, original_trials, points, source)
+    return SearchPlan(retrain_spec, per_family * len(models), original_trials, points, source)
 
 
 def make_plan_objectives(spec: Spec, task: str) -> list[Any]:
