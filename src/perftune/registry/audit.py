@@ -81,7 +81,7 @@ class AuditEntry:
         return f"{self.alias}: {before} → {after}"
 
 
-DECISIONS = {"retrain": "trained", "keep": "kept as challenger", "probation": "passed probation"}
+DECISIONS = {"retrain": "retrained", "keep": "kept as challenger", "probation": "passed probation"}
 
 
 def current_user() -> str:
