@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from perftune.tuning.results import StudyResult
+    from perftune.results import StudyResult
 
 
 def tune(spec: Any, **kwargs: Any) -> StudyResult:

@@ -232,7 +232,7 @@ def compare(
     """Two studies side by side: configuration, feasibility, compute, best results."""
     from perftune.analysis.compare import side_by_side
     from perftune.console import compare_tables
-    from perftune.tuning.results import load_study
+    from perftune.results import load_study
 
     console.print(*compare_tables(side_by_side(load_study(run_a), load_study(run_b))))
 

@@ -10,7 +10,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from perftune.tuning.results import GroupResult, StudyResult
+from perftune.results import GroupResult, StudyResult
+from perftune.results import TrialState as S
 
 _KEY_METRICS = ("train_time_s", "memory_mb_peak", "latency_ms_p95", "model_size_bytes")
 
@@ -62,8 +63,8 @@ class LiveProgress:
         c = group.counts()
         self.console.print(
             f"[green]✓[/] {group.dataset} × {group.model}: {len(group.trials)} trials "
-            f"({c['completed']} completed, {c['stopped_budget']} stopped by budget, "
-            f"{c['stopped_early']} stopped early, {c['failed']} failed); best feasible {shown}"
+            f"({c[S.COMPLETED]} completed, {c[S.STOPPED_BUDGET]} stopped by budget, "
+            f"{c[S.STOPPED_EARLY]} stopped early, {c[S.FAILED]} failed); best feasible {shown}"
         )
 
     def _render(self) -> Any:
@@ -78,7 +79,7 @@ class LiveProgress:
             Text(f"{self.study} · {s['dataset']} × {s['model']}", style="bold"), Text(f"elapsed {elapsed:.0f}s")
         )
         table.add_row(f"trials {done}/{s.get('planned', '?')} done", f"running {s.get('running', 0)}")
-        table.add_row(f"completed {counts.get('completed', 0)}", f"stopped by budget {counts.get('stopped_budget', 0)}")
+        table.add_row(f"completed {counts.get(S.COMPLETED, 0)}", f"stopped by budget {counts.get(S.STOPPED_BUDGET, 0)}")
         table.add_row(f"stopped early {counts.get('stopped_early', 0)}", f"failed {counts.get('failed', 0)}")
         best = s.get("best")
         line = (
@@ -100,7 +101,7 @@ def result_table(result: StudyResult) -> Table:
     table.add_column("mlflow run", overflow="fold")
     for group in result.groups:
         c = group.counts()
-        trials = f"{len(group.trials)} ({c['completed']}/{c['stopped_budget']}/{c['stopped_early']}/{c['failed']})"
+        trials = f"{len(group.trials)} ({c[S.COMPLETED]}/{c[S.STOPPED_BUDGET]}/{c[S.STOPPED_EARLY]}/{c[S.FAILED]})"
         best = group.best
         if best is None:
             table.add_row(group.dataset, group.model, trials, "no feasible trial", *[""] * (len(_KEY_METRICS) + 2))

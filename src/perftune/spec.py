@@ -254,7 +254,9 @@ class PredictorSpec(_Model):
 class EarlyStoppingSpec(_Model):
     """Budget-driven early stopping (see DESIGN.md "Budgets and early stopping")."""
 
-    policy: Literal["none", "violation", "projected", "predicted"] = "projected"
+    policy: str = Field(
+        default="projected", description="a registered budget policy: none, violation, projected, predicted, …"
+    )
     min_observations: int = Field(default=2, ge=1, description="reports before `projected` may stop a trial")
     slack: float = Field(default=0.0, ge=0.0, description="`projected` stops when projection > bound × (1 + slack)")
     predictor: PredictorSpec | None = Field(default=None, description="needed by policy `predicted`")
@@ -282,7 +284,7 @@ class SchedulerSpec(_Model):
 class SearchSpec(_Model):
     """How hyperparameters are searched."""
 
-    algorithm: Literal["grid", "random", "tpe", "nsga2"] = "grid"
+    algorithm: str = Field(default="grid", description="a registered search algorithm: grid, random, tpe, nsga2, …")
     num_samples: int = Field(default=1, ge=1, description="grid: repeats of the grid; others: number of trials")
     space: dict[str, Any]
     scheduler: SchedulerSpec | None = None

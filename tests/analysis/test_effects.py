@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from perftune.analysis.effects import analyze, importance, marginal, trials_for
-from perftune.tuning.results import TrialRecord
+from perftune.results import TrialRecord
 
 
 def synthetic(noise: float = 0.01, seed: int = 0) -> list[TrialRecord]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from perftune.analysis.savings import compare_groups
-from perftune.tuning.results import GroupResult, Objective, TrialRecord
+from perftune.results import GroupResult, Objective, TrialRecord
 
 OBJ = [Objective("accuracy", "max")]
 

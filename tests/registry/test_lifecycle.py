@@ -15,8 +15,8 @@ import perftune
 from perftune.cli import app
 from perftune.registry.audit import champion_stack
 from perftune.registry.catalog import CHALLENGER, CHAMPION, ModelRegistry
+from perftune.results import load_study
 from perftune.track.uri import mlflow_store
-from perftune.tuning.results import load_study
 
 STUDY = """
 name: lifecycle

@@ -75,10 +75,8 @@ def test_register_refits_tests_gates_and_versions_with_lineage(study):
     out, _ = study
     result = register(out, "diabetes-clf", dataset="diabetes")
     assert result.version == "1" and result.gate_passed
-    summary = perftune.tuning.results.load_study(out)
-    best = perftune.tuning.results.best_trial(
-        [t for g in summary.groups for t in g.feasible], summary.groups[0].objectives
-    )
+    summary = perftune.results.load_study(out)
+    best = perftune.results.best_trial([t for g in summary.groups for t in g.feasible], summary.groups[0].objectives)
     assert result.trial.trial_id == best.trial_id
 
     client = MlflowClient(summary.tracking["uri"])
@@ -119,7 +117,7 @@ def test_the_gate_refuses_a_model_below_threshold(study):
     try:
         with pytest.raises(GateFailed, match=r"accuracy >= 0.99: failed by 0\.\d+ \(accuracy = 0\.\d+\)"):
             register(out, "strict", dataset="diabetes")
-        client = MlflowClient(perftune.tuning.results.load_study(out).tracking["uri"])
+        client = MlflowClient(perftune.results.load_study(out).tracking["uri"])
         assert client.search_registered_models(filter_string="name = 'strict'") == []
         forced = register(out, "strict", dataset="diabetes", force=True)
         assert not forced.gate_passed
@@ -131,7 +129,7 @@ def test_the_gate_refuses_a_model_below_threshold(study):
 def test_unknown_trials_and_ambiguous_choices_are_clear_errors(study, tmp_path):
     from perftune.errors import UsageError
     from perftune.registry.register import choose_trial
-    from perftune.tuning.results import GroupResult, StudyResult, load_study
+    from perftune.results import GroupResult, StudyResult, load_study
 
     out, _ = study
     with pytest.raises(UsageError, match="no trial 'nope'"):
@@ -154,7 +152,7 @@ def test_reproduce_refits_from_lineage_alone_with_identical_metrics(study, famil
     moved = tmp_path / "elsewhere"
     out.rename(moved)
     try:
-        registry = ModelRegistry(perftune.tuning.results.load_study(moved).tracking["uri"])
+        registry = ModelRegistry(perftune.results.load_study(moved).tracking["uri"])
         rep = reproduce(registry, f"repro-{family}", registered.version)
         registry.close()
     finally:
@@ -175,7 +173,7 @@ def test_reproduce_reports_a_difference_and_exits_1(study):
 
     out, _ = study
     registered = register(out, "drift", dataset="diabetes", model="sgd_logistic")
-    uri = perftune.tuning.results.load_study(out).tracking["uri"]
+    uri = perftune.results.load_study(out).tracking["uri"]
     client = MlflowClient(uri)
     plan = json.loads(client.get_model_version("drift", registered.version).tags["perftune.refit"])
     plan["params"]["learning_rate"] = plan["params"]["learning_rate"] * 10

@@ -80,7 +80,7 @@ def test_violations_report_value_and_missing_metrics():
 
 
 def test_best_feasible_breaks_ties_on_the_primary_objective_by_the_next_one():
-    from perftune.tuning.results import GroupResult, Objective, TrialRecord, best_trial
+    from perftune.results import GroupResult, Objective, TrialRecord, best_trial
 
     objectives = [Objective("accuracy", "max"), Objective("train_time_s", "min")]
     slow = TrialRecord("slow", "d", "m", {}, "completed", {"accuracy": 0.78, "train_time_s": 0.3}, feasible=True)

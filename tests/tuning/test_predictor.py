@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from perftune.results import TrialRecord
 from perftune.tuning.budgets import Constraint, make_policy
 from perftune.tuning.predictor import fit_predictor
-from perftune.tuning.results import TrialRecord
 
 
 def curve(final: float, windows: int = 6) -> list[dict[str, float]]:

@@ -39,8 +39,8 @@ def test_points_warm_start_a_search_and_narrow_a_grid():
     import pytest
 
     from perftune.errors import SpecError
+    from perftune.results import Objective
     from perftune.spec import SearchSpec
-    from perftune.tuning.results import Objective
     from perftune.tuning.search import build_search
 
     raw = {"batch_size": [8, 16, 32], "learning_rate": [0.001, 0.01], "epochs": 3}
@@ -60,8 +60,8 @@ def test_points_warm_start_a_search_and_narrow_a_grid():
 
 
 def test_points_are_fitted_to_the_resolved_space():
+    from perftune.results import Objective
     from perftune.spec import SearchSpec, load_spec
-    from perftune.tuning.results import Objective
     from perftune.tuning.search import build_search, fitting_points
 
     raw = {"batch_size": {"powers_of_two": {"from": 3, "until": "n_samples"}}, "learning_rate": [0.001, 0.01],

@@ -23,11 +23,14 @@ from perftune.data import load_dataset, prepare
 from perftune.measure.probe import unique_memory_mb
 from perftune.models.base import register_family
 from perftune.models.sgd import SGDLogistic
+from perftune.results import TrialState
 from perftune.spec import DatasetSpec, EvaluationSpec
 from perftune.tuning import watchdog as watchdog_module
 from perftune.tuning.budgets import Constraint, make_policy
-from perftune.tuning.trial import COMPLETED, FAILED, STOPPED_BUDGET, TrialSettings, run_trial
+from perftune.tuning.trial import TrialSettings, run_trial
 from perftune.tuning.watchdog import WatchdogSettings, watched_constraints
+
+COMPLETED, FAILED, STOPPED_BUDGET = TrialState.COMPLETED, TrialState.FAILED, TrialState.STOPPED_BUDGET
 
 AT_STEP = 120
 VICTIM = 64

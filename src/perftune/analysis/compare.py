@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from perftune.tuning.results import GroupResult, StudyResult
+from perftune.results import GroupResult, StudyResult, TrialState
 
 
 def _group_row(group: GroupResult | None) -> dict[str, Any]:
@@ -16,7 +16,7 @@ def _group_row(group: GroupResult | None) -> dict[str, Any]:
     return {
         "trials": len(group.trials),
         "feasible": counts["feasible"],
-        "stopped": counts["stopped_budget"] + counts["stopped_early"],
+        "stopped": counts[TrialState.STOPPED_BUDGET] + counts[TrialState.STOPPED_EARLY],
         "cpu_s": sum(t.cpu_s for t in group.trials),
         "best": None if best is None else best.metrics[metric],
         "best_params": None if best is None else best.params,

@@ -20,8 +20,7 @@ import numpy as np
 
 from perftune.errors import UsageError
 from perftune.measure.metrics import get_metric
-from perftune.tuning.results import TrialRecord
-from perftune.tuning.trial import COMPLETED, FAILED
+from perftune.results import TrialRecord, TrialState
 
 SYSTEM_METRICS = (
     "step_time_ms_mean",
@@ -78,8 +77,8 @@ def trials_for(metric: str, trials: list[TrialRecord]) -> list[TrialRecord]:
     """The trials whose value of ``metric`` is a fair measurement (see the module docstring)."""
     info = get_metric(metric)
     partial_when_stopped = info is None or info.phase == "final" or info.growth == "cumulative"
-    eligible = [t for t in trials if t.status != FAILED and _finite(t.metrics.get(metric))]
-    return [t for t in eligible if t.status == COMPLETED] if partial_when_stopped else eligible
+    eligible = [t for t in trials if t.status != TrialState.FAILED and _finite(t.metrics.get(metric))]
+    return [t for t in eligible if t.status == TrialState.COMPLETED] if partial_when_stopped else eligible
 
 
 def varied_params(trials: list[TrialRecord]) -> list[str]:

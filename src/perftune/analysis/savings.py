@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from perftune.errors import UsageError
+from perftune.results import GroupResult, StudyResult, TrialRecord, TrialState, add_to_summary, load_study
 from perftune.spec import Spec
-from perftune.tuning.results import GroupResult, StudyResult, TrialRecord, add_to_summary, load_study
-from perftune.tuning.trial import STOPPED_BUDGET, STOPPED_EARLY
 
 
 def config_key(trial: TrialRecord) -> str:
@@ -126,7 +125,7 @@ def compare_groups(full: GroupResult, policy: GroupResult) -> GroupSavings:
     objective = full.objectives[0]
     by_config = {config_key(t): t for t in full.trials}
     matched = [(t, by_config[config_key(t)]) for t in policy.trials if config_key(t) in by_config]
-    false_stops = [p.trial_id for p, f in matched if p.status in (STOPPED_BUDGET, STOPPED_EARLY) and f.feasible]
+    false_stops = [p.trial_id for p, f in matched if TrialState(p.status).stopped and f.feasible]
     best_full, best_policy = _best(full), _best(policy)
     regret = regret_rel = None
     if best_full is not None and best_policy is not None:
@@ -141,7 +140,7 @@ def compare_groups(full: GroupResult, policy: GroupResult) -> GroupSavings:
         objective=objective.metric,
         mode=objective.mode,
         trials=len(policy.trials),
-        stopped=sum(t.status in (STOPPED_BUDGET, STOPPED_EARLY) for t in policy.trials),
+        stopped=sum(TrialState(t.status).stopped for t in policy.trials),
         cpu_s_full=sum(t.cpu_s for t in full.trials),
         cpu_s_policy=sum(t.cpu_s for t in policy.trials),
         trial_s_full=sum(t.trial_s for t in full.trials),

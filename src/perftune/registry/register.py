@@ -28,10 +28,10 @@ from perftune.measure.probe import Probe
 from perftune.models.base import get_family
 from perftune.registry.catalog import ModelRegistry
 from perftune.registry.gate import GateCheck, run_gate
+from perftune.results import StudyResult, TrialRecord, TrialState, best_trial, load_study
 from perftune.spec import DatasetSpec, EvaluationSpec, MonitorSpec, Spec, parse_spec
 from perftune.track.lineage import environment_tags, git_state
 from perftune.track.uri import mlflow_store, normalize_tracking_uri
-from perftune.tuning.results import StudyResult, TrialRecord, best_trial, load_study
 from perftune.tuning.trial import TrialSettings, run_trial
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ def refit(plan: RefitPlan) -> Refitted:
         throughput_batch=evaluation.throughput_batch,
     )
     result = run_trial(plan.params, prepared, settings, report=lambda window: None, on_finish=fitted.extend)
-    if result["trial_status"] != "completed":
+    if result["trial_status"] != TrialState.COMPLETED:
         raise PerftuneError(f"refitting {plan.family} {plan.params} did not complete: {result.get('error', result)}")
     # fitted on named columns: the served pipeline knows (and checks) its feature names
     scaler = StandardScaler().fit(pd.DataFrame(dataset.X[train], columns=dataset.feature_names))

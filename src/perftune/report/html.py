@@ -17,8 +17,8 @@ from perftune.analysis.effects import MetricEffects, analyze
 from perftune.analysis.savings import COLUMNS, SavingsReport
 from perftune.report import plots
 from perftune.report.page import CSS, fmt, img, table
+from perftune.results import GroupResult, StudyResult, add_to_summary, load_histories, load_study
 from perftune.spec import ConstraintSpec
-from perftune.tuning.results import GroupResult, StudyResult, add_to_summary, load_histories, load_study
 
 
 class _Images:

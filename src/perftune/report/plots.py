@@ -12,10 +12,14 @@ from matplotlib.lines import Line2D
 
 from perftune.analysis.effects import MetricEffects
 from perftune.report.page import png
-from perftune.tuning.results import GroupResult, TrialRecord
-from perftune.tuning.trial import COMPLETED, FAILED, STOPPED_BUDGET
+from perftune.results import GroupResult, TrialRecord, TrialState
 
-_STATUS_COLOR = {COMPLETED: "#1f77b4", STOPPED_BUDGET: "#d62728", "stopped_early": "#ff7f0e", FAILED: "#7f7f7f"}
+_STATUS_COLOR = {
+    TrialState.COMPLETED: "#1f77b4",
+    TrialState.STOPPED_BUDGET: "#d62728",
+    TrialState.STOPPED_EARLY: "#ff7f0e",
+    TrialState.FAILED: "#7f7f7f",
+}
 
 
 def learning_curves(
@@ -36,7 +40,7 @@ def learning_curves(
             xs, ys = zip(*points, strict=True)
             color = _STATUS_COLOR.get(trial.status, "#333333")
             ax.plot(xs, ys, color=color, alpha=0.55, linewidth=1)
-            if trial.status != COMPLETED:
+            if trial.status != TrialState.COMPLETED:
                 ax.plot(xs[-1], ys[-1], marker="x", color=color, markersize=8, markeredgewidth=2)
         if metric in bounds:
             ax.axhline(bounds[metric], color="black", linestyle="--", linewidth=1, label=f"budget {bounds[metric]:g}")

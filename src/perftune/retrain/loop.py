@@ -64,8 +64,8 @@ class Outcome:
 def study_of(client: Any, run_id: str) -> tuple[Spec | None, Any]:
     """The spec and the result of the study whose MLflow parent run is ``run_id`` (from its artifacts)."""
     from perftune.errors import StudyStateError
+    from perftune.results import load_study
     from perftune.track.artifacts import read_text_artifact
-    from perftune.tuning.results import load_study
 
     spec_text = read_text_artifact(client, run_id, "spec.yaml") if run_id else None
     summary = read_text_artifact(client, run_id, "summary.json") if run_id else None

@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from perftune.results import TrialRecord, best_trial
 from perftune.spec import DatasetSpec, Spec
-from perftune.tuning.results import TrialRecord, best_trial
 
 
 @dataclass

@@ -22,10 +22,15 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from perftune.data.dataset import Dataset
-from perftune.tuning.results import StudyResult, TrialRecord
+from perftune.results import StudyResult, TrialRecord, TrialState
 
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
-_RUN_STATUS = {"completed": "FINISHED", "stopped_budget": "KILLED", "stopped_early": "KILLED", "failed": "FAILED"}
+_RUN_STATUS = {
+    TrialState.COMPLETED: "FINISHED",
+    TrialState.STOPPED_BUDGET: "KILLED",
+    TrialState.STOPPED_EARLY: "KILLED",
+    TrialState.FAILED: "FAILED",
+}
 log = logging.getLogger(__name__)
 
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from perftune.measure.metrics import get_metric
+from perftune.results import TrialRecord, TrialState
 
 
 @dataclass(frozen=True)
@@ -129,21 +130,30 @@ def project(metric: str, history: list[Window], total_steps: int) -> float | Non
     return value_now + max(rate, 0.0) * remaining
 
 
-class BudgetPolicy(Protocol):
-    name: ClassVar[str]
-
-    def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
-        """Return why the trial must stop now, or None to go on."""
-
-
 @dataclass
-class _Policy:
+class BudgetPolicy:
+    """A budget policy (a plug-in point): decides, after each report window of a trial, whether to stop it.
+
+    To add one, subclass, set ``name`` (the spec's ``early_stopping.policy``) and ``description``, implement
+    :meth:`check`, and register the class with :func:`register_policy`; the spec, ``perftune tune`` and the
+    watchdog then know it. A policy sees the study's constraints, ``min_observations`` (windows to wait before
+    projecting), ``slack`` (relative tolerance on a bound) and, for learned policies, ``predictors`` (metric →
+    fitted predictor, see :mod:`perftune.tuning.predictor`). ``stops_trials = False`` (policy ``none``) also
+    switches the watchdog off.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
     stops_trials: ClassVar[bool] = True  # False: never stops a trial, so the watchdog does not run either
 
     constraints: tuple[Constraint, ...] = ()
     min_observations: int = 2
     slack: float = 0.0
     predictors: dict[str, Any] = field(default_factory=dict)  # metric → fitted predictor (policy "predicted")
+
+    def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
+        """Why the trial must stop now (``history``: its windows so far, of ``total_steps`` planned), or None."""
+        raise NotImplementedError
 
     @property
     def stoppable(self) -> tuple[Constraint, ...]:
@@ -171,23 +181,60 @@ class _Policy:
         return None
 
 
-class NoPolicy(_Policy):
+_POLICIES: dict[str, type[BudgetPolicy]] = {}
+
+
+def register_policy(cls: type[BudgetPolicy]) -> type[BudgetPolicy]:
+    """Class decorator: make a budget policy available by its ``name``."""
+    _POLICIES[cls.name] = cls
+    return cls
+
+
+def get_policy(name: str) -> type[BudgetPolicy]:
+    try:
+        return _POLICIES[name]
+    except KeyError:
+        from perftune.errors import SpecError, did_you_mean
+
+        raise SpecError(
+            f"early_stopping.policy: unknown policy {name!r}{did_you_mean(name, _POLICIES)}; "
+            f"known: {', '.join(policy_names())}"
+        ) from None
+
+
+def policy_names() -> list[str]:
+    return sorted(_POLICIES)
+
+
+@register_policy
+class NoPolicy(BudgetPolicy):
+    """Never stops a trial (the baseline every saving is measured against)."""
+
     name: ClassVar[str] = "none"
+    description: ClassVar[str] = "never stop a trial (the full search)"
     stops_trials: ClassVar[bool] = False
 
     def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         return None
 
 
-class ViolationPolicy(_Policy):
+@register_policy
+class ViolationPolicy(BudgetPolicy):
+    """Stops a trial once an observed metric has broken its constraint."""
+
     name: ClassVar[str] = "violation"
+    description: ClassVar[str] = "stop once a constraint is broken"
 
     def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         return self._violation(history, total_steps)
 
 
-class ProjectedPolicy(_Policy):
+@register_policy
+class ProjectedPolicy(BudgetPolicy):
+    """Also stops a trial whose metric, projected linearly to its last step, would break the constraint."""
+
     name: ClassVar[str] = "projected"
+    description: ClassVar[str] = "stop once a constraint is broken or projected to break"
 
     def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         reason = self._violation(history, total_steps)
@@ -200,11 +247,13 @@ class ProjectedPolicy(_Policy):
         return None
 
 
+@register_policy
 class PredictedPolicy(ProjectedPolicy):
     """``projected`` plus learned predictors: a trial whose *predicted* final value of a constrained metric
     breaks the constraint is stopped (this also covers ML constraints such as ``accuracy >= 0.7``)."""
 
     name: ClassVar[str] = "predicted"
+    description: ClassVar[str] = "projected, plus learned predictors of the final value"
 
     def check(self, history: list[Window], total_steps: int, params: dict[str, Any] | None = None) -> StopReason | None:
         reason = super().check(history, total_steps, params)
@@ -224,17 +273,14 @@ class PredictedPolicy(ProjectedPolicy):
         return None
 
 
-POLICIES: dict[str, type[_Policy]] = {p.name: p for p in (NoPolicy, ViolationPolicy, ProjectedPolicy, PredictedPolicy)}
-
-
 def make_policy(
     name: str,
     constraints: tuple[Constraint, ...],
     min_observations: int = 2,
     slack: float = 0.0,
     predictors: dict[str, Any] | None = None,
-) -> _Policy:
-    return POLICIES[name](constraints, min_observations, slack, predictors or {})
+) -> BudgetPolicy:
+    return get_policy(name)(constraints, min_observations, slack, predictors or {})
 
 
 def estimate_saved(history: list[Window], total_steps: int) -> dict[str, float]:
@@ -256,3 +302,9 @@ def violations(constraints: tuple[Constraint, ...], metrics: dict[str, Any]) -> 
             shown = "missing" if value is None else f"{value:.4g}"
             out.append(f"{c} (got {shown})")
     return out
+
+
+def judge(record: TrialRecord, constraints: tuple[Constraint, ...]) -> None:
+    """Set feasibility: a completed trial whose final metrics meet every constraint."""
+    record.violations = violations(constraints, record.metrics) if record.status == TrialState.COMPLETED else []
+    record.feasible = record.status == TrialState.COMPLETED and not record.violations

@@ -26,46 +26,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from perftune.data import Dataset, Locations, PreparedData, data_dir, load_dataset, prepare
 from perftune.errors import ClusterUnavailableError, SpecError, StudyInterrupted, StudyStateError
+from perftune.results import GroupResult, NoProgress, Progress, StudyResult, TrialRecord
 from perftune.spec import Spec, load_spec, parse_spec
 from perftune.track.lineage import lineage_tags
 from perftune.track.mlflow_tracker import StudyTracker
-from perftune.tuning.budgets import make_policy
+from perftune.tuning.budgets import judge, make_policy
 from perftune.tuning.plan import StudyPlan, check_task, make_plan
 from perftune.tuning.ray_sessions import reap_orphaned_sessions, record_session
-from perftune.tuning.results import GroupResult, StudyResult, TrialRecord, judge
 from perftune.tuning.search import build_search
 from perftune.tuning.space import resolve_space
 from perftune.tuning.trial import TrialSettings
 from perftune.tuning.tune_run import GroupRun, run_group
 
 log = logging.getLogger(__name__)
-
-
-class Progress(Protocol):
-    """What the CLI's live display (or any observer) is told while a study runs."""
-
-    def group_started(self, dataset: str, model: str, planned: int) -> None: ...
-
-    def trial_update(self, snapshot: dict[str, Any]) -> None: ...
-
-    def group_finished(self, group: GroupResult) -> None: ...
-
-
-class _NoProgress:
-    def group_started(self, dataset: str, model: str, planned: int) -> None:
-        pass
-
-    def trial_update(self, snapshot: dict[str, Any]) -> None:
-        pass
-
-    def group_finished(self, group: GroupResult) -> None:
-        pass
 
 
 @dataclass
@@ -245,7 +224,7 @@ def run_study(
         try:
             with ray_session(address or spec.execution.address):
                 tracker, state = opening.result()
-                groups = _run_datasets(plan, state, out, resume, tracker, progress or _NoProgress())
+                groups = _run_datasets(plan, state, out, resume, tracker, progress or NoProgress())
             status = "FINISHED"
         except (KeyboardInterrupt, StudyInterrupted) as exc:
             status = "KILLED"
@@ -428,8 +407,8 @@ def _finished_groups(out: Path, dataset: str, models: list[str], state: StudySta
 def _fit_predictors(spec: Spec, dataset: str, model: str, constraints: tuple[Any, ...]) -> dict[str, Any]:
     """Learned predictors of the constrained metrics, fitted on the same group of a finished study."""
     from perftune.measure.metrics import get_metric
+    from perftune.results import load_histories, load_study
     from perftune.tuning.predictor import fit_predictor
-    from perftune.tuning.results import load_histories, load_study
 
     config = spec.early_stopping.predictor
     assert config is not None

@@ -12,9 +12,9 @@ from perftune.data.sources import DEFAULT_SOURCE, Locations, get_source
 from perftune.errors import DatasetError, SpecError, did_you_mean, field_name
 from perftune.measure.metrics import get_metric, metric_names
 from perftune.models.base import Trainer, get_family, validate_params
+from perftune.results import Objective
 from perftune.spec import DatasetSpec, Spec, Values
 from perftune.tuning.budgets import Constraint
-from perftune.tuning.results import Objective
 from perftune.tuning.space import resolve_space
 
 # Used to check powers_of_two ... until n_samples before the data is loaded.
@@ -69,6 +69,15 @@ def check_metrics(spec: Spec) -> None:
         for name in names:
             if get_metric(name) is None:
                 raise _unknown_metric(name, "search.scheduler.metric")
+
+
+def check_algorithms(spec: Spec) -> None:
+    """The search algorithm and the budget policy must be registered ones (both are plug-in points)."""
+    from perftune.tuning.budgets import get_policy
+    from perftune.tuning.search import get_searcher
+
+    get_searcher(spec.search.algorithm)
+    get_policy(spec.early_stopping.policy)
 
 
 def check_task(spec: Spec, task: str, dataset: str) -> None:
@@ -153,6 +162,7 @@ def make_plan(spec: Spec) -> StudyPlan:
         except SpecError as exc:
             raise SpecError(f"models[{i}]: {exc}") from None
     check_metrics(spec)
+    check_algorithms(spec)
     check_space(spec, families)
     for i, dataset in enumerate(spec.datasets):
         task = check_dataset(dataset, i, Locations.default(spec.workspace_path()))

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from perftune.results import TrialState
+
 MIN_TRAIN_TRIALS = 6
 
 
@@ -75,7 +77,7 @@ def fit_predictor(
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.model_selection import KFold, cross_val_predict
 
-    completed = [t for t in trials if t.status == "completed" and metric in t.metrics]
+    completed = [t for t in trials if t.status == TrialState.COMPLETED and metric in t.metrics]
     names = sorted(
         {
             n

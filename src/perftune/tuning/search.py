@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from perftune.errors import SpecError
+from perftune.results import Objective, TrialState
 from perftune.spec import SearchSpec, Values
-from perftune.tuning.results import Objective
 from perftune.tuning.space import Resolved, grid_size, to_ray
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _optuna_search(sampler_factory: Callable[[int], Any]) -> Callable[..., Any]:
             def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
                 if (
                     result is None
-                    or result.get("trial_status") != "completed"
+                    or result.get("trial_status") != TrialState.COMPLETED
                     or any(o.metric not in result for o in objectives)
                 ):
                     super().on_trial_complete(trial_id, None, error=True)
@@ -76,12 +76,35 @@ def _random(space: dict[str, Resolved], objectives: list[Objective], seed: int, 
     return BasicVariantGenerator(points_to_evaluate=points or None, random_state=seed)
 
 
-SEARCHERS: dict[str, Callable[..., Any] | None] = {
-    "grid": None,  # Ray Tune's grid_search expansion
-    "random": _random,
-    "tpe": _optuna_search(_tpe),
-    "nsga2": _optuna_search(_nsga2),
-}
+# The search algorithms (a plug-in point): name → builder(space, objectives, seed, points) of a Ray Tune
+# searcher; None for the grid, which is Ray Tune's own grid_search expansion. Add one with register_searcher.
+_SEARCHERS: dict[str, Callable[..., Any] | None] = {"grid": None}
+
+
+def register_searcher(name: str, build: Callable[..., Any]) -> None:
+    """Make a search algorithm available as ``search.algorithm: NAME``: ``build(space, objectives, seed, points)``
+    returns a Ray Tune ``Searcher`` that tries ``points`` first (see :func:`_optuna_search` for an example)."""
+    _SEARCHERS[name] = build
+
+
+def get_searcher(name: str) -> Callable[..., Any] | None:
+    if name not in _SEARCHERS:
+        from perftune.errors import did_you_mean
+
+        raise SpecError(
+            f"search.algorithm: unknown algorithm {name!r}{did_you_mean(name, _SEARCHERS)}; "
+            f"known: {', '.join(searcher_names())}"
+        )
+    return _SEARCHERS[name]
+
+
+def searcher_names() -> list[str]:
+    return sorted(_SEARCHERS)
+
+
+register_searcher("random", _random)
+register_searcher("tpe", _optuna_search(_tpe))
+register_searcher("nsga2", _optuna_search(_nsga2))
 
 
 def _asha(search: SearchSpec, space: dict[str, Resolved], task: str) -> Any:
@@ -151,7 +174,7 @@ def build_search(
             search_alg=_random(space, objectives, seed, points * search.num_samples),
             scheduler=_asha(search, space, task) if search.scheduler else None,
         )
-    factory = SEARCHERS[algorithm]
+    factory = get_searcher(algorithm)
     samples = max(search.num_samples, len(points)) if factory else search.num_samples
     expected = grid_size(space) * search.num_samples if algorithm == "grid" else samples
     return SearchSetup(

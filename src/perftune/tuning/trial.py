@@ -33,8 +33,8 @@ from perftune.data.split import Fold, PreparedData
 from perftune.measure.inference import measure_inference
 from perftune.measure.probe import Probe, StepTimer
 from perftune.models.base import TaskInfo, Trainer, TrialDiverged, validate_params
+from perftune.results import TrialState
 from perftune.tuning.budgets import NoPolicy, StopReason, estimate_saved
-from perftune.tuning.results import COMPLETED, FAILED, STOPPED_BUDGET, STOPPED_EARLY  # noqa: F401  (re-exported)
 from perftune.tuning.watchdog import Watchdog, WatchdogDied, WatchdogSettings, WatchdogStop, watched_constraints
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def run_trial(
     timer = StepTimer(settings.eval_every * len(folds))
     history: list[dict[str, float]] = []
     loss_sum, loss_n = 0.0, 0
-    status, stop, error = COMPLETED, None, None
+    status, stop, error = TrialState.COMPLETED, None, None
     unreported: list[dict[str, float]] = []
     start = last_report = time.perf_counter()
     step = 0
@@ -108,7 +108,7 @@ def run_trial(
         """The final result of a trial the watchdog ends while its training thread is stuck."""
         windows, fresh = list(history), list(unreported)
         _close_history(windows, fresh, _partial_window(watchdog.at_step, start, probe, watchdog))
-        return _result(windows, fresh, STOPPED_BUDGET, planned, probe, watchdog, reason)
+        return _result(windows, fresh, TrialState.STOPPED_BUDGET, planned, probe, watchdog, reason)
 
     watchdog = Watchdog(
         watched_constraints(settings.policy),
@@ -145,7 +145,7 @@ def run_trial(
                 watchdog.check_alive()
                 stop = settings.policy.check(history, planned, config)
                 if stop is not None:
-                    status = STOPPED_BUDGET
+                    status = TrialState.STOPPED_BUDGET
                     break
                 if step < planned and time.perf_counter() - last_report >= settings.report_interval_s:
                     with watchdog.paused():  # never interrupted inside Ray's session code
@@ -153,17 +153,17 @@ def run_trial(
                     unreported, last_report = [], time.perf_counter()
             watchdog.check_alive()
     except WatchdogStop:
-        status, stop = STOPPED_BUDGET, watchdog.reason
+        status, stop = TrialState.STOPPED_BUDGET, watchdog.reason
         _close_history(history, unreported, _partial_window(step, start, probe, watchdog))
     except (TrialDiverged, WatchdogDied) as exc:
-        status = FAILED
+        status = TrialState.FAILED
         error = f"diverged at step {step}: {exc}" if isinstance(exc, TrialDiverged) else str(exc)
         _close_history(history, unreported, _partial_window(step, start, probe))
     finally:
         watchdog.close()
 
     final = _result(history, unreported, status, planned, probe, watchdog, stop, error)
-    if status == COMPLETED:
+    if status == TrialState.COMPLETED:
         final.update(
             measure_inference(
                 trainers[0].predict,

@@ -25,11 +25,11 @@ from ray.tune import Callback
 
 from perftune.errors import StudyInterrupted
 from perftune.measure.metrics import get_metric
+from perftune.results import Objective, Progress, TrialRecord, TrialState, best_trial
 from perftune.track.mlflow_tracker import StudyTracker
-from perftune.tuning.budgets import Constraint, Enforcement, estimate_saved
-from perftune.tuning.results import Objective, TrialRecord, best_trial, judge
+from perftune.tuning.budgets import Constraint, Enforcement, estimate_saved, judge
 from perftune.tuning.search import SearchSetup
-from perftune.tuning.trial import FAILED, STOPPED_EARLY, TrialSettings, ray_trainable
+from perftune.tuning.trial import TrialSettings, ray_trainable
 
 # Result keys perftune adds besides registered metrics.
 _EXTRA_KEYS = ("total_steps", "probe_overhead_s", "watchdog_overhead_s", "saved_cpu_s", "saved_train_time_s")
@@ -120,11 +120,11 @@ def make_record(
         # the watchdog reported the final result of a trial stuck in native code, then ended its worker
         status, message = str(result["trial_status"]), None
     elif error is not None:
-        status, message = FAILED, error
+        status, message = TrialState.FAILED, error
     elif "trial_status" in result:
         status, message = str(result["trial_status"]), result.get("error")
     else:  # the trial ended without its final report: a scheduler (ASHA) stopped it
-        status, message = STOPPED_EARLY, None
+        status, message = TrialState.STOPPED_EARLY, None
         total = history[-1].get("total_steps") if history else None
         if total:
             metrics.update(estimate_saved(history, int(total)))
@@ -154,7 +154,7 @@ def _live_collector(key: str) -> Callback:
 class TrialCollector(Callback):
     """Driver-side Tune callback: histories, records, MLflow logging and live progress of one group."""
 
-    def __init__(self, run: GroupRun, tracker: StudyTracker, progress: Any) -> None:
+    def __init__(self, run: GroupRun, tracker: StudyTracker, progress: Progress) -> None:
         self.key = str(run.path.resolve())
         self.run, self.tracker, self.progress = run, tracker, progress
         self.history: dict[str, list[dict[str, float]]] = {}
@@ -209,7 +209,7 @@ class TrialCollector(Callback):
         self._notify()
 
     def _notify(self) -> None:
-        counts = {"completed": 0, "stopped_budget": 0, "stopped_early": 0, "failed": 0}
+        counts = {state.value: 0 for state in TrialState}
         for record in self.records.values():
             counts[record.status] = counts.get(record.status, 0) + 1
         best = None
@@ -257,7 +257,7 @@ def _quiet_tune() -> Iterator[None]:
 
 
 def run_group(
-    run: GroupRun, tracker: StudyTracker, progress: Any, resume: bool = False
+    run: GroupRun, tracker: StudyTracker, progress: Progress, resume: bool = False
 ) -> tuple[list[TrialRecord], dict[str, list[dict[str, float]]]]:
     """Run (or continue) the Ray Tune experiment of one group; return every trial's record and the windows
     of the trials that ran in this process (trials finished before an interruption have none here; their

@@ -67,6 +67,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from perftune.measure.probe import MemoryReader, Probe
+from perftune.results import TrialState
 from perftune.tuning.budgets import Constraint, Enforcement, StopReason
 
 log = logging.getLogger(__name__)
@@ -324,7 +325,7 @@ class Watchdog:
             final = self.final_result(self.reason)
         except Exception:  # the trial must still end, with at least its stop reason
             log.exception("could not build the stopped trial's final result")
-            final = {"trial_status": "stopped_budget", "stop_reason": json.dumps(self.reason.to_dict())}
+            final = {"trial_status": TrialState.STOPPED_BUDGET.value, "stop_reason": json.dumps(self.reason.to_dict())}
         try:
             self.on_stuck(final)
         finally:

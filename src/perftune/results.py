@@ -1,21 +1,33 @@
-"""Study results: trial records, feasibility, best feasible trial, Pareto front, compute accounting.
+"""Study results: trial states, trial records, best feasible trial, Pareto front, compute accounting.
 
-This is also the ``summary.json`` schema (see the README): :meth:`StudyResult.to_summary`.
+This is also the ``summary.json`` schema (see the README): :meth:`StudyResult.to_summary`. It sits outside
+``perftune.tuning`` so that tracking, analysis, reports and the registry read results without importing the
+tuning engine (and ``tuning`` → ``track`` → ``results`` has no cycle).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
-
-from perftune.tuning.budgets import Constraint, violations
+from typing import Any, Protocol
 
 SUMMARY_SCHEMA_VERSION = 1
 
-# Trial statuses (the summary.json vocabulary); here, beside the records, so reading results needs no trainer.
-COMPLETED, STOPPED_BUDGET, STOPPED_EARLY, FAILED = "completed", "stopped_budget", "stopped_early", "failed"
+
+class TrialState(StrEnum):
+    """How a trial ended (the ``status`` of summary.json; a ``StrEnum``, so it compares equal to and is written
+    as its value, and records read back from JSON keep plain strings)."""
+
+    COMPLETED = "completed"  # ran to its last step
+    STOPPED_BUDGET = "stopped_budget"  # a budget policy or the watchdog ended it (see its stop reason)
+    STOPPED_EARLY = "stopped_early"  # the scheduler (ASHA) ended it on its ML metric
+    FAILED = "failed"  # raised, diverged, or its worker died
+
+    @property
+    def stopped(self) -> bool:
+        return self in (TrialState.STOPPED_BUDGET, TrialState.STOPPED_EARLY)
 
 
 @dataclass(frozen=True)
@@ -85,12 +97,6 @@ def best_trial(trials: list[TrialRecord], objectives: list[Objective]) -> TrialR
     return min(candidates, key=key) if candidates else None
 
 
-def judge(record: TrialRecord, constraints: tuple[Constraint, ...]) -> None:
-    """Set feasibility: a completed trial whose final metrics meet every constraint."""
-    record.violations = violations(constraints, record.metrics) if record.status == COMPLETED else []
-    record.feasible = record.status == COMPLETED and not record.violations
-
-
 def pareto_front(records: list[TrialRecord], objectives: list[Objective]) -> list[TrialRecord]:
     """Non-dominated trials over all objectives (records missing an objective value are ignored)."""
     candidates = [r for r in records if all(o.metric in r.metrics for o in objectives)]
@@ -147,7 +153,7 @@ class GroupResult:
         return pareto_front(self.feasible, self.objectives)
 
     def counts(self) -> dict[str, int]:
-        counts = {"completed": 0, "stopped_budget": 0, "stopped_early": 0, "failed": 0}
+        counts = {state.value: 0 for state in TrialState}
         for trial in self.trials:
             counts[trial.status] = counts.get(trial.status, 0) + 1
         counts["feasible"] = len(self.feasible)
@@ -304,3 +310,26 @@ def load_histories(out: Path | str) -> dict[str, list[dict[str, float]]]:
     for path in sorted((Path(out) / "groups").glob("*.history.json")):
         histories.update(json.loads(path.read_text()))
     return histories
+
+
+class Progress(Protocol):
+    """What the CLI's live display (or any observer) is told while a study runs."""
+
+    def group_started(self, dataset: str, model: str, planned: int) -> None: ...
+
+    def trial_update(self, snapshot: dict[str, Any]) -> None: ...
+
+    def group_finished(self, group: GroupResult) -> None: ...
+
+
+class NoProgress:
+    """The observer of a study nobody watches."""
+
+    def group_started(self, dataset: str, model: str, planned: int) -> None:
+        pass
+
+    def trial_update(self, snapshot: dict[str, Any]) -> None:
+        pass
+
+    def group_finished(self, group: GroupResult) -> None:
+        pass
