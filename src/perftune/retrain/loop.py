@@ -94,6 +94,7 @@ class Retrainer:
         self.engine = scoring_engine(scoring_uri)
         self.given_workspace = str(Path(workspace).resolve()) if workspace is not None else None
         self.say = say
+        self._studies: dict[str, tuple[Spec | None, Any]] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -112,13 +113,19 @@ class Retrainer:
         if self.spec_override is not None:
             return self.spec_override
         origin, _ = _origin(champion)
-        spec, _ = study_of(self.registry.client, origin)
+        spec, _ = self._study(origin)
         if spec is None:
             raise UsageError(
                 f"{self.name} v{champion.version}'s study run {origin or '(none)'} keeps no spec.yaml; "
                 "give the spec with --spec"
             )
         return spec
+
+    def _study(self, run_id: str) -> tuple[Spec | None, Any]:
+        """:func:`study_of`, downloaded once per run id (the spec and the search read the same study)."""
+        if run_id not in self._studies:
+            self._studies[run_id] = study_of(self.registry.client, run_id)
+        return self._studies[run_id]
 
     def _step(self, outcome: Outcome, what: str, message: str, **details: Any) -> Step:
         step = Step(what, message, details)
@@ -212,11 +219,10 @@ class Retrainer:
     def _search(self, champion: Any, spec: Spec, assembled: Any, now: datetime, dry_run: bool) -> Any:
         from perftune.retrain.warmstart import plan_search
 
-        client = self.registry.client
         origin_run, origin_dataset = _origin(champion)
         previous_run = champion.tags.get("perftune.study_run_id", "")
-        _, original = study_of(client, origin_run)
-        _, previous = study_of(client, previous_run) if previous_run != origin_run else (None, original)
+        _, original = self._study(origin_run)
+        _, previous = self._study(previous_run)
         dataset = champion.tags.get("perftune.dataset", "")
         source = {"study": previous.name if previous else None, "parent_run_id": previous_run}
         reference = assembled.reference if assembled.stored is not None else f"{self.name}-retrain"
@@ -228,7 +234,7 @@ class Retrainer:
 
     def _train_and_register(self, search: Any, champion: Any, trigger: dict[str, Any], assembled: Any,
                             outcome: Outcome) -> str | None:  # fmt: skip
-        from perftune.registry.register import GateFailed, register
+        from perftune.registry.register import register
         from perftune.tuning.engine import run_study
 
         out = Path(self.workspace) / "runs" / (search.spec.name or "retrain")
@@ -242,11 +248,7 @@ class Retrainer:
                    out=str(out), compute=compute)  # fmt: skip
         try:
             registered = register(out, self.name, tracking_uri=self.registry.tracking_uri)
-        except GateFailed as exc:
-            self._step(outcome, "keep", f"no challenger: {exc}")
-            self.registry.record(self.name, "keep", str(champion.version), f"retraining produced no challenger: {exc}")
-            return None
-        except PerftuneError as exc:
+        except PerftuneError as exc:  # GateFailed among them: nothing was registered
             self._step(outcome, "keep", f"no challenger: {exc}")
             self.registry.record(self.name, "keep", str(champion.version), f"retraining produced no challenger: {exc}")
             return None
@@ -287,8 +289,7 @@ class Retrainer:
         if not comparisons:
             reason = (f"fewer than {retrain_data.MIN_HOLDOUT_ROWS} labelled rows to compare v{number} and "
                       f"v{challenger} on")  # fmt: skip
-            self.registry.record(self.name, "keep", challenger, f"kept as challenger: {reason}", {"reasons": [reason]})
-            self._step(outcome, "keep", f"v{challenger} kept as challenger: {reason}")
+            self._keep(outcome, challenger, reason, {"reasons": [reason]})
             return
         deciding = "recent" if "recent" in comparisons else "test split"
         measured = evaluate.measure(a, b, assembled.test_X, columns, spec.evaluation.latency_rows,
@@ -320,16 +321,19 @@ class Retrainer:
                 self.registry.promote(self.name, challenger, reason=f"retrained challenger beats v{number}: {reason}",
                                       details=details, expect=number)  # fmt: skip
             except UsageError as exc:  # the champion moved while the challenger trained: it was not compared
-                self.registry.record(self.name, "keep", challenger, f"kept as challenger: {exc}", details)
-                self._step(outcome, "keep", f"v{challenger} kept as challenger: {exc}")
+                self._keep(outcome, challenger, str(exc), details)
                 return
             client.set_model_version_tag(self.name, challenger, "perftune.retrain.decision", "promoted")
             outcome.promoted = True
             self._step(outcome, "promote", f"v{challenger} promoted to champion: {reason}")
         else:
-            self.registry.record(self.name, "keep", challenger, f"kept as challenger: {reason}", details)
             client.set_model_version_tag(self.name, challenger, "perftune.retrain.decision", "kept: " + reason[:4000])
-            self._step(outcome, "keep", f"v{challenger} kept as challenger: {reason}")
+            self._keep(outcome, challenger, reason, details)
+
+    def _keep(self, outcome: Outcome, challenger: str, reason: str, details: dict[str, Any]) -> None:
+        """The challenger stays challenger: an audit row and a step, with the reason."""
+        self.registry.record(self.name, "keep", challenger, f"kept as challenger: {reason}", details)
+        self._step(outcome, "keep", f"v{challenger} kept as challenger: {reason}")
 
 
 def _describe(c: Any) -> str:
@@ -341,7 +345,9 @@ def _recorded_workspace(champion: Any) -> str:
     recipe = champion.tags.get("perftune.refit")
     if not recipe:
         raise UsageError(f"{champion.name} v{champion.version} has no refit recipe; give --workspace")
-    return str(json.loads(recipe)["workspace"])
+    from perftune.registry.register import RefitPlan
+
+    return RefitPlan.from_json(recipe).workspace
 
 
 def _origin(champion: Any) -> tuple[str, str]:
