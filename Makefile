@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Offline copies of the datasets (tests and the demo never download).
 export PERFTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: demo test lint venv clean bench bench-serving bench-drift browser
+.PHONY: demo test lint venv clean bench bench-serving bench-drift browser thesis
 
 $(BIN)/perftune: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +48,11 @@ bench-serving: venv
 bench-drift: venv
 	$(BIN)/python benchmarks/drift.py
 
+# The thesis experiment on 2 cores (≤ 1 hour): five runs of examples/thesis-small.yaml (full grid, budgets, ASHA,
+# budgets + ASHA, one epoch + top k), then the generated Results chapter docs/results/README.md and its figures.
+# Finished runs in thesis-workspace/ are reused; THESIS_ARGS=--rerun runs them again.
+thesis: venv
+	$(BIN)/python benchmarks/thesis.py $(THESIS_ARGS)
+
 clean:
-	rm -rf $(VENV) runs perftune-workspace .pytest_cache
+	rm -rf $(VENV) runs perftune-workspace thesis-workspace .pytest_cache

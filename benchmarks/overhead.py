@@ -7,7 +7,11 @@ The same 24 small SGD trials (529_pollen, linear regression, batch size × learn
       watchdog (policy ``violation`` with bounds no trial reaches, so no trial stops), end-of-trial
       latency/size, MLflow tracking on SQLite;
   (c) through plain Ray Tune with default settings: the same loop as a function trainable reporting once
-      per epoch, ``tune.with_parameters`` for the data, default Tuner/TuneConfig/RunConfig.
+      per epoch, ``tune.with_parameters`` for the data, default Tuner/TuneConfig/RunConfig;
+  (d) through Optuna in-process, what a user might pick instead: a ``GridSampler`` over the same 24
+      configurations, ``study.optimize(n_jobs=cores)`` (threads), the validation MSE as the objective;
+  (e) through a plain ``joblib.Parallel(n_jobs=cores)`` loop (loky worker processes), the simplest parallel
+      loop there is — no metrics, no budgets, no tracking.
 
 Both (b) and (c) are timed from before ``ray.init`` to after the last result, on a fresh Ray each; the
 modules of both (ray, mlflow, perftune) are imported before any timing, so neither pays import time.
@@ -15,8 +19,9 @@ The fixed cost of a run (Ray start-up, worker processes, opening the MLflow stor
 long trials are, so the ratios are printed for two trial lengths (``--epochs``, default 12 and 30).
 
 Printed: ``overhead = perftune wall / (raw / cores)`` (1.0 = perfect parallel use of the cores with zero
-cost), ``raytune_default / perftune``, and the measurement's own cost as a fraction of trial time: the
-probe's time (per window) and the watchdog thread's CPU time (readings 50 ms – 1 s apart, by headroom), and their sum.
+cost), ``raytune_default / perftune``, perftune's wall against (d) and (e), and the measurement's own cost
+as a fraction of trial time: the probe's time (per window) and the watchdog thread's CPU time (readings
+50 ms – 1 s apart, by headroom), and their sum.
 
 Usage: ``python benchmarks/overhead.py [--epochs N [N ...]]`` (PERFTUNE_DATA_DIR must point at the datasets).
 """
@@ -132,12 +137,52 @@ def run_raytune_default(data, epochs: int, workdir: Path) -> float:
     return elapsed
 
 
+def _val_mse(model: SGDRegressor, fold) -> float:
+    return float(np.mean((model.predict(fold.X_val) - fold.y_val) ** 2))
+
+
+def run_optuna(data, epochs: int, cores: int) -> float:
+    import optuna
+
+    fold = data.folds[0]
+    grid = {"batch_size": BATCH_SIZES, "learning_rate": LEARNING_RATES, "alpha": ALPHAS}
+
+    def objective(trial) -> float:
+        config = {name: trial.suggest_categorical(name, values) for name, values in grid.items()}
+        return _val_mse(train(fold.X_train, fold.y_train, config, epochs), fold)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start = time.perf_counter()
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid, seed=0))
+    study.optimize(objective, n_trials=len(configs()), n_jobs=cores)
+    elapsed = time.perf_counter() - start
+    assert len(study.trials) == len(configs())
+    return elapsed
+
+
+def run_joblib(data, epochs: int, cores: int) -> float:
+    from joblib import Parallel, delayed
+
+    fold = data.folds[0]
+
+    def one(config: dict) -> float:
+        return _val_mse(train(fold.X_train, fold.y_train, config, epochs), fold)
+
+    start = time.perf_counter()
+    scores = Parallel(n_jobs=cores)(delayed(one)(config) for config in configs())
+    elapsed = time.perf_counter() - start
+    assert len(scores) == len(configs())
+    return elapsed
+
+
 def measure(data, epochs: int, cores: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         raw = run_raw(data, epochs)
         perftune_wall, trials = run_perftune(epochs, workdir)
         default_wall = run_raytune_default(data, epochs, workdir)
+        optuna_wall = run_optuna(data, epochs, cores)
+        joblib_wall = run_joblib(data, epochs, cores)
     assert len(trials) == len(configs()) and all(t.status == "completed" for t in trials)
     probe = sum(t.metrics.get("probe_overhead_s", 0.0) for t in trials)
     watchdog = sum(t.metrics.get("watchdog_overhead_s", 0.0) for t in trials)
@@ -150,6 +195,8 @@ def measure(data, epochs: int, cores: int) -> dict[str, float]:
         "raytune_default_s": default_wall,
         "overhead": perftune_wall / (raw / cores),
         "raytune_default_over_perftune": default_wall / perftune_wall,
+        "optuna_s": optuna_wall,
+        "joblib_s": joblib_wall,
         "probe_pct": 100 * probe / trial_s,
         "watchdog_pct": 100 * watchdog / trial_s,
         "probe_us_per_sample": 1e6 * probe / samples,
@@ -186,7 +233,15 @@ def main() -> None:
             f"{r['probe_pct'] + r['watchdog_pct']:>6.3f}%"
         )
     print()
-    print("overhead = perftune wall / (raw / cores)   target <= 2.0")
+    header = ["epochs", "perftune", "Optuna n_jobs", "joblib", "perftune/Optuna", "perftune/joblib"]
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (6, 9, 14, 8, 16, 16), strict=True)))
+    for r in rows:
+        print(
+            f"{r['epochs']:>6} {r['perftune_s']:>8.2f}s {r['optuna_s']:>13.2f}s {r['joblib_s']:>7.2f}s "
+            f"{r['perftune_s'] / r['optuna_s']:>16.2f} {r['perftune_s'] / r['joblib_s']:>16.2f}"
+        )
+    print()
+    print("overhead = perftune wall / (raw / cores)   targets <= 1.3 (0.66 s trials), <= 1.15 (1.9 s trials)")
     print("default/perftune = Ray Tune defaults wall / perftune wall   target > 1")
     print(f"probe = probe time / trial time  ({rows[-1]['probe_us_per_sample']:.0f} µs per sample)")
     print("watchdog = watchdog thread CPU time / trial time   both = probe + watchdog   target < 1 %")

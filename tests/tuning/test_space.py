@@ -51,7 +51,7 @@ def test_points_warm_start_a_search_and_narrow_a_grid():
     assert setup.expected_trials == setup.num_samples == 2  # the grid is exactly the points
     tpe = SearchSpec(algorithm="tpe", num_samples=5, space=raw, points=points)
     setup = build_search(tpe, resolve_space(tpe.space, 100), objectives, "classification", seed=0)
-    assert setup.num_samples == 5 and setup.search_alg._points_to_evaluate == points
+    assert setup.num_samples == 5 and setup.searcher._points_to_evaluate == points
     with pytest.raises(SpecError, match=r"search.points\[0\] does not set learning_rate"):
         partial = SearchSpec(algorithm="grid", space=raw, points=[{"batch_size": 8}])
         build_search(partial, resolve_space(partial.space, 100), objectives, "classification", seed=0)
@@ -71,6 +71,7 @@ def test_points_are_fitted_to_the_resolved_space():
     assert fitting_points(points, space) == [{"batch_size": 16, "learning_rate": 0.01}]  # epochs is a constant
     tpe = SearchSpec(algorithm="tpe", num_samples=4, space=raw, points=points)
     setup = build_search(tpe, space, [Objective("accuracy", "max")], "classification", seed=0)
-    setup.search_alg.set_search_properties("accuracy", "max", setup.param_space)  # Optuna accepts the point
+    assert setup.searcher.suggest("t0") == {"batch_size": 16, "learning_rate": 0.01}  # Optuna accepts the point
+    assert setup.constants == {"epochs": 3}
     # a spec without points keeps the fingerprint it had before points existed (so old studies still resume)
     assert load_spec("examples/quick.yaml").fingerprint().startswith("6e588b7ee4c6")

@@ -42,7 +42,7 @@ from perftune.tuning.ray_sessions import reap_orphaned_sessions, record_session
 from perftune.tuning.search import build_search
 from perftune.tuning.space import resolve_space
 from perftune.tuning.trial import TrialSettings
-from perftune.tuning.tune_run import GroupRun, run_group
+from perftune.tuning.tune_run import GroupRun, StudyRun, run_study_trials
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +215,18 @@ def run_study(
     replaced = StudyState.read(out) if overwrite and out.is_dir() else None
     state = _open_state(spec, out, resume, overwrite)
     started = time.time()
-    # Opening the MLflow store (schema migrations on a new SQLite file) and starting Ray take seconds
-    # each and do not depend on each other: do them at the same time.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perftune-start") as pool:
+    # Opening the MLflow store (schema migrations on a new SQLite file), loading the data and starting Ray take
+    # seconds each and do not depend on each other: do them at the same time.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="perftune-start") as pool:
         opening = pool.submit(_start_tracking, spec, state, out, spec_path, replaced)
+        done_before = resume and state is not None and _finished_groups(out, spec, state) is not None
+        loading = None if done_before else pool.submit(_load_datasets, plan)
         status = "FAILED"
         tracker: StudyTracker | None = None
         try:
             with ray_session(address or spec.execution.address):
                 tracker, state = opening.result()
-                groups = _run_datasets(plan, state, out, resume, tracker, progress or NoProgress())
+                groups = _run_datasets(plan, state, out, resume, tracker, progress or NoProgress(), loading)
             status = "FINISHED"
         except (KeyboardInterrupt, StudyInterrupted) as exc:
             status = "KILLED"
@@ -333,44 +335,79 @@ def _spec_text(spec: Spec, spec_path: str | None) -> str:
 
 
 def _run_datasets(
-    plan: StudyPlan, state: StudyState, out: Path, resume: bool, tracker: StudyTracker, progress: Progress
+    plan: StudyPlan,
+    state: StudyState,
+    out: Path,
+    resume: bool,
+    tracker: StudyTracker,
+    progress: Progress,
+    loading: Future[list[tuple[Dataset, PreparedData | None]]] | None = None,
 ) -> list[GroupResult]:
-    """Every dataset × model group, one dataset in memory at a time."""
+    """Every dataset × model group in one Ray Tune run (see :mod:`perftune.tuning.study_search`)."""
     import ray
 
     spec = plan.spec
-    groups: list[GroupResult] = []
+    finished = _finished_groups(out, spec, state) if resume else None
+    if finished is not None:  # a resumed study whose trials all finished does not load data
+        for group in finished:
+            progress.group_finished(group)
+        return finished
+    runs: list[GroupRun] = []
     try:
-        for dataset_spec in spec.datasets:
-            finished = _finished_groups(out, dataset_spec.name, spec.models, state) if resume else None
-            if finished is not None:  # a resumed study does not load data it no longer needs
-                for group in finished:
-                    progress.group_finished(group)
-                groups.extend(finished)
-                continue
-            dataset = load_dataset(dataset_spec, seed=spec.seed, where=Locations.default(spec.workspace_path()))
-            check_task(spec, dataset.task, dataset.name)
+        for dataset, prepared in loading.result() if loading is not None else _load_datasets(plan):
             tracker.log_dataset(dataset)
-            prepared: PreparedData | None = None
-            data_ref = None
-            for model in spec.models:
-                family = plan.families[model]
-                if dataset.task not in family.tasks:
-                    note = {
-                        "dataset": dataset.name,
-                        "model": model,
-                        "reason": f"{model} does not support {dataset.task} ({', '.join(sorted(family.tasks))} only)",
-                    }
-                    if note not in state.skipped:
-                        state.skipped.append(note)
-                    continue
-                if prepared is None:
-                    prepared = prepare(dataset, spec.evaluation, spec.seed)
-                    data_ref = ray.put(prepared)  # once per dataset, shared by every trial
-                groups.append(_run_one_group(plan, dataset, prepared, data_ref, model, out, resume, tracker, progress))
+            if prepared is None:
+                continue
+            data_ref = ray.put(prepared)  # once per dataset, shared by every trial of its groups
+            models = _models_for(plan, dataset, state.skipped)
+            runs.extend(_group_run(plan, dataset, prepared, data_ref, model) for model in models)
+            del prepared  # the object store holds the data now
+        study = StudyRun(out / "ray" / "study", runs, spec.execution.cpus_per_trial, spec.execution.max_concurrent)
+        outcomes = run_study_trials(study, tracker, progress, resume=resume)
+        groups = []
+        for run in runs:
+            outcome = outcomes[run.key]
+            for record in outcome.records:
+                judge(record, run.constraints)
+            group = run.result(outcome.records, outcome.wall_s)
+            _write_group(out, group, outcome.histories, resume)
+            if not outcome.announced:
+                progress.group_finished(group)
+            groups.append(group)
+        return groups
     finally:
         state.write(out)
-    return groups
+
+
+def _load_datasets(plan: StudyPlan) -> list[tuple[Dataset, PreparedData | None]]:
+    """Load and prepare every dataset of the study (prepared is None when no model of the spec supports its
+    task)."""
+    spec = plan.spec
+    loaded = []
+    for dataset_spec in spec.datasets:
+        dataset = load_dataset(dataset_spec, seed=spec.seed, where=Locations.default(spec.workspace_path()))
+        check_task(spec, dataset.task, dataset.name)
+        models = _models_for(plan, dataset)
+        loaded.append((dataset, prepare(dataset, spec.evaluation, spec.seed) if models else None))
+    return loaded
+
+
+def _models_for(plan: StudyPlan, dataset: Dataset, skipped: list[dict[str, str]] | None = None) -> list[str]:
+    """The spec's models that support the dataset's task; the others are noted in ``skipped``."""
+    models = []
+    for model in plan.spec.models:
+        family = plan.families[model]
+        if dataset.task in family.tasks:
+            models.append(model)
+            continue
+        note = {
+            "dataset": dataset.name,
+            "model": model,
+            "reason": f"{model} does not support {dataset.task} ({', '.join(sorted(family.tasks))} only)",
+        }
+        if skipped is not None and note not in skipped:
+            skipped.append(note)
+    return models
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -395,13 +432,26 @@ def _read_marker(path: Path) -> GroupResult:
         raise StudyStateError(f"{path} is corrupt ({exc}); delete it to re-run that group with --resume") from None
 
 
-def _finished_groups(out: Path, dataset: str, models: list[str], state: StudyState) -> list[GroupResult] | None:
-    """The dataset's groups when every one of them finished before (None when any is left to run)."""
-    skipped = {note["model"] for note in state.skipped if note["dataset"] == dataset}
-    markers = [_marker(out, dataset, model) for model in models if model not in skipped]
+def _finished_groups(out: Path, spec: Spec, state: StudyState) -> list[GroupResult] | None:
+    """Every group of the study when all of them finished before (None when any trial is left to run)."""
+    skipped = {(note["dataset"], note["model"]) for note in state.skipped}
+    markers = [
+        _marker(out, d.name, model) for d in spec.datasets for model in spec.models if (d.name, model) not in skipped
+    ]
     if not markers or not all(m.is_file() for m in markers):
         return None
     return [_read_marker(m) for m in markers]
+
+
+def _write_group(out: Path, group: GroupResult, histories: dict[str, Any], resume: bool) -> None:
+    """The group's histories, then its marker (its presence means "group done"), each written atomically."""
+    marker = _marker(out, group.dataset, group.model)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    history_path = marker.with_suffix(".history.json")
+    previous = json.loads(history_path.read_text()) if resume and history_path.is_file() else {}
+    _write_atomic(history_path, json.dumps({**previous, **histories}))
+    body = {"group": group.to_dict(), "trials": [asdict(r) for r in group.trials]}
+    _write_atomic(marker, json.dumps(body, default=str))
 
 
 def _fit_predictors(spec: Spec, dataset: str, model: str, constraints: tuple[Any, ...]) -> dict[str, Any]:
@@ -432,24 +482,10 @@ def _fit_predictors(spec: Spec, dataset: str, model: str, constraints: tuple[Any
     return predictors
 
 
-def _run_one_group(
-    plan: StudyPlan,
-    dataset: Dataset,
-    prepared: PreparedData,
-    data_ref: Any,
-    model: str,
-    out: Path,
-    resume: bool,
-    tracker: StudyTracker,
-    progress: Progress,
-) -> GroupResult:
+def _group_run(plan: StudyPlan, dataset: Dataset, prepared: PreparedData, data_ref: Any, model: str) -> GroupRun:
+    """One dataset × model of the study's run: its resolved space, search, budgets and trial settings."""
     spec = plan.spec
-    marker = _marker(out, dataset.name, model)
     objectives = plan.objectives_for(dataset.task)
-    if resume and marker.is_file():
-        group = _read_marker(marker)
-        progress.group_finished(group)
-        return group
     constraints = plan.constraints_for(dataset.task)
     try:
         space = resolve_space(spec.search.space, prepared.n_train_fold)
@@ -471,40 +507,17 @@ def _run_one_group(
         report_interval_s=spec.execution.report_interval_s,
         throughput_batch=spec.evaluation.throughput_batch,
     )
-    search = build_search(spec.search, space, objectives, dataset.task, seed=spec.seed)
-    run = GroupRun(
+    return GroupRun(
+        key=group_slug(dataset.name, model),
         dataset=dataset.name,
         model=model,
-        path=out / "ray" / group_slug(dataset.name, model),
-        search=search,
+        task=dataset.task,
+        search=build_search(spec.search, space, objectives, dataset.task, seed=spec.seed),
         settings=settings,
         data_ref=data_ref,
-        cpus_per_trial=spec.execution.cpus_per_trial,
-        max_concurrent=spec.execution.max_concurrent,
         constraints=constraints,
         objectives=objectives,
         extra_tags={"perftune.dataset.fingerprint": dataset.fingerprint, "perftune.dataset.source": dataset.source},
-    )
-    progress.group_started(dataset.name, model, search.expected_trials)
-    started = time.time()
-    records, histories = run_group(run, tracker, progress, resume=resume)
-    for record in records:
-        judge(record, constraints)
-    group = GroupResult(
-        dataset.name,
-        model,
-        dataset.task,
-        objectives,
-        records,
-        dataset.card(),
-        wall_s=time.time() - started,
+        dataset_card=dataset.card(),
         predictors={metric: predictor.error() for metric, predictor in predictors.items()},
     )
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    history_path = marker.with_suffix(".history.json")
-    previous = json.loads(history_path.read_text()) if resume and history_path.is_file() else {}
-    _write_atomic(history_path, json.dumps({**previous, **histories}))
-    # written last: its presence means "group done" (atomically: a kill never leaves half a marker)
-    _write_atomic(marker, json.dumps({"group": group.to_dict(), "trials": [asdict(r) for r in records]}, default=str))
-    progress.group_finished(group)
-    return group

@@ -12,19 +12,22 @@ from typing import Any
 from perftune.errors import SpecError
 from perftune.results import Objective, TrialState
 from perftune.spec import SearchSpec, Values
-from perftune.tuning.space import Resolved, grid_size, to_ray
+from perftune.tuning.space import Resolved, grid_points, to_ray
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SearchSetup:
-    """What Ray Tune needs to search one dataset × model family."""
+    """How one dataset × model family is searched: a Ray Tune ``Searcher`` that suggests the varying
+    parameters, the ``constants`` added to each suggestion, how many trials to ask it for, and an optional
+    trial scheduler (ASHA). The study's run asks every group's searcher in turn (see
+    :mod:`perftune.tuning.study_search`)."""
 
-    param_space: dict[str, Any]
+    searcher: Any
     num_samples: int
     expected_trials: int
-    search_alg: Any = None
+    constants: dict[str, Any]
     scheduler: Any = None
 
 
@@ -71,19 +74,21 @@ def _nsga2(seed: int) -> Any:
 
 
 def _random(space: dict[str, Resolved], objectives: list[Objective], seed: int, points: list[dict]) -> Any:
-    from ray.tune.search import BasicVariantGenerator
+    from perftune.tuning.study_search import SampleSearch
 
-    return BasicVariantGenerator(points_to_evaluate=points or None, random_state=seed)
+    return SampleSearch(to_ray(space, "random"), seed, points)
 
 
 # The search algorithms (a plug-in point): name → builder(space, objectives, seed, points) of a Ray Tune
-# searcher; None for the grid, which is Ray Tune's own grid_search expansion. Add one with register_searcher.
+# searcher; None for the grid, whose configurations are listed in advance. Add one with register_searcher.
 _SEARCHERS: dict[str, Callable[..., Any] | None] = {"grid": None}
 
 
 def register_searcher(name: str, build: Callable[..., Any]) -> None:
     """Make a search algorithm available as ``search.algorithm: NAME``: ``build(space, objectives, seed, points)``
-    returns a Ray Tune ``Searcher`` that tries ``points`` first (see :func:`_optuna_search` for an example)."""
+    returns a Ray Tune ``Searcher`` that tries ``points`` first (see :func:`_optuna_search` for an example).
+    The study gives it its Ray Tune search space through ``set_search_properties`` (unless it already has one)
+    and asks it for ``search.num_samples`` trials; the parameters with one value are added to what it suggests."""
     _SEARCHERS[name] = build
 
 
@@ -156,31 +161,26 @@ def _inside(value: Any, domain: Resolved) -> bool:
 def build_search(
     search: SearchSpec, space: dict[str, Resolved], objectives: list[Objective], task: str, seed: int
 ) -> SearchSetup:
-    """The Ray Tune setup of one group. ``search.points`` are tried first (a warm start); a grid with points
-    is exactly those points (a narrowed grid), so each must set every parameter with more than one value."""
+    """The search of one group. ``search.points`` are tried first (a warm start); a grid with points is exactly
+    those points (a narrowed grid), so each must set every parameter with more than one value."""
+    from perftune.tuning.study_search import ListSearch
+
     algorithm, points = search.algorithm, fitting_points(search.points, space)
     if search.points and not points:
         raise SpecError("search.points: none of the points lies in the search space; fix or remove them")
-    if algorithm == "grid" and points:
-        varying = [name for name, d in space.items() if not (isinstance(d, Values) and len(d.values) == 1)]
+    constants = {k: d.values[0] for k, d in space.items() if isinstance(d, Values) and len(d.values) == 1}
+    scheduler = _asha(search, space, task) if search.scheduler else None
+    if algorithm == "grid":
+        varying = [name for name in space if name not in constants]
         for i, point in enumerate(points):
             missing = [name for name in varying if name not in point]
             if missing:
                 raise SpecError(f"search.points[{i}] does not set {', '.join(missing)}; a grid of points needs them")
-        return SearchSetup(
-            param_space=to_ray(space, "random"),
-            num_samples=len(points) * search.num_samples,
-            expected_trials=len(points) * search.num_samples,
-            search_alg=_random(space, objectives, seed, points * search.num_samples),
-            scheduler=_asha(search, space, task) if search.scheduler else None,
-        )
+        configs = (points or grid_points(space)) * search.num_samples
+        return SearchSetup(ListSearch(configs), len(configs), len(configs), constants, scheduler)
     factory = get_searcher(algorithm)
-    samples = max(search.num_samples, len(points)) if factory else search.num_samples
-    expected = grid_size(space) * search.num_samples if algorithm == "grid" else samples
-    return SearchSetup(
-        param_space=to_ray(space, algorithm),
-        num_samples=samples,
-        expected_trials=expected,
-        search_alg=factory(space, objectives, seed, points) if factory else None,
-        scheduler=_asha(search, space, task) if search.scheduler else None,
-    )
+    assert factory is not None
+    samples = max(search.num_samples, len(points))
+    searcher = factory(space, objectives, seed, points)
+    searcher.set_search_properties(None, None, to_ray(space, algorithm))
+    return SearchSetup(searcher, samples, samples, constants, scheduler)

@@ -266,6 +266,32 @@ def _window(
     return window
 
 
+# The key of a trial's configuration that names its dataset × model group (one Ray Tune run holds a study's
+# groups; see perftune.tuning.study_search). It is not a hyperparameter: records and MLflow leave it out.
+GROUP_KEY = "_group"
+
+
+@dataclass(frozen=True)
+class GroupPayload:
+    """What a trial of one group needs besides its configuration: its settings and a reference to the group's
+    prepared data in Ray's object store (fetched zero-copy inside the trial)."""
+
+    settings: TrialSettings
+    data_ref: Any
+
+
+def study_trainable(config: dict[str, Any], groups: dict[str, GroupPayload]) -> None:
+    """The Ray Tune function trainable of a study: the trial's group picks its data and settings.
+
+    It lives here, beside :func:`run_trial`, so that a worker imports only what a trial needs (not MLflow).
+    """
+    import ray
+
+    config = dict(config)
+    payload = groups[config.pop(GROUP_KEY)]
+    ray_trainable(config, ray.get(payload.data_ref), payload.settings)
+
+
 def ray_trainable(config: dict[str, Any], data: PreparedData, settings: TrialSettings) -> None:
     """The Ray Tune function trainable: windows go to ``tune.report``, then the final result."""
     from ray import tune

@@ -1,10 +1,11 @@
-"""The Ray Tune run of one dataset × model family, and the driver-side callback that collects its trials.
+"""The Ray Tune run of a study (every dataset × model group in one Tuner), and the driver-side callback that
+collects its trials.
 
 The callback (:class:`TrialCollector`) sees every reported window and every finished trial on the driver.
-It keeps each trial's metric history, turns finished trials into :class:`TrialRecord` objects, queues them
-for MLflow and updates the live display. Ray pickles callbacks into the experiment state and unpickles them
-on ``Tuner.restore``; the collector therefore pickles as a key that resolves to the live collector of the
-resumed run (registered before the restore).
+It keeps each trial's metric history, turns finished trials into :class:`TrialRecord` objects of their group,
+queues them for MLflow and updates the live display. Ray pickles callbacks into the experiment state and
+unpickles them on ``Tuner.restore``; the collector therefore pickles as a key that resolves to the live
+collector of the resumed run (registered before the restore).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from ray.tune import Callback
 
 from perftune.errors import StudyInterrupted
 from perftune.measure.metrics import get_metric
-from perftune.results import Objective, Progress, TrialRecord, TrialState, best_trial
+from perftune.results import GroupResult, Objective, Progress, TrialRecord, TrialState, best_trial
 from perftune.track.mlflow_tracker import StudyTracker
 from perftune.tuning.budgets import Constraint, Enforcement, estimate_saved, judge
 from perftune.tuning.search import SearchSetup
-from perftune.tuning.trial import TrialSettings, ray_trainable
+from perftune.tuning.study_search import SearchGroup, StudyScheduler, StudySearch
+from perftune.tuning.trial import GROUP_KEY, GroupPayload, TrialSettings, study_trainable
 
 # Result keys perftune adds besides registered metrics.
 _EXTRA_KEYS = ("total_steps", "probe_overhead_s", "watchdog_overhead_s", "saved_cpu_s", "saved_train_time_s")
@@ -39,32 +41,43 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GroupRun:
-    """One Ray Tune run: a dataset × model family with its search, settings and data."""
+    """A dataset × model family of a study's run, with its search, settings and data."""
 
+    key: str
     dataset: str
     model: str
-    path: Path
+    task: str
     search: SearchSetup
     settings: TrialSettings
     data_ref: Any
-    cpus_per_trial: float
-    max_concurrent: int | None
     constraints: tuple[Constraint, ...]
     objectives: list[Objective]
     extra_tags: dict[str, str] = field(default_factory=dict)
+    dataset_card: dict[str, Any] = field(default_factory=dict)
+    predictors: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → cross-validated error
+
+    def result(self, records: list[TrialRecord], wall_s: float) -> GroupResult:
+        return GroupResult(
+            self.dataset,
+            self.model,
+            self.task,
+            self.objectives,
+            records,
+            self.dataset_card,
+            wall_s=wall_s,
+            predictors=self.predictors,
+        )
 
 
-@dataclass(frozen=True)
-class DataHandle:
-    """A reference to the prepared data in Ray's object store (fetched zero-copy inside the trial)."""
+@dataclass
+class StudyRun:
+    """The one Ray Tune run of a study: its groups in the order they are searched, where Ray keeps the
+    experiment's state (``path``) and the resources of a trial."""
 
-    ref: Any
-
-
-def trainable(config: dict[str, Any], handle: DataHandle, settings: TrialSettings) -> None:
-    import ray
-
-    ray_trainable(config, ray.get(handle.ref), settings)
+    path: Path
+    groups: list[GroupRun]
+    cpus_per_trial: float
+    max_concurrent: int | None
 
 
 def final_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -138,6 +151,7 @@ def make_record(
         stop_reason=stop_reason,
         error=message,
     )
+    record.params.pop(GROUP_KEY, None)
     judge(record, run.constraints)
     return record
 
@@ -152,20 +166,23 @@ def _live_collector(key: str) -> Callback:
 
 
 class TrialCollector(Callback):
-    """Driver-side Tune callback: histories, records, MLflow logging and live progress of one group."""
+    """Driver-side Tune callback: histories, records, MLflow logging and live progress of a study's groups."""
 
-    def __init__(self, run: GroupRun, tracker: StudyTracker, progress: Progress) -> None:
-        self.key = str(run.path.resolve())
-        self.run, self.tracker, self.progress = run, tracker, progress
+    def __init__(self, study: StudyRun, tracker: StudyTracker, progress: Progress) -> None:
+        self.key = str(study.path.resolve())
+        self.groups = {g.key: g for g in study.groups}
+        self.tracker, self.progress = tracker, progress
         self.history: dict[str, list[dict[str, float]]] = {}
         self.started_at: dict[str, float] = {}
+        self.ended_at: dict[str, float] = {}
         self.records: dict[str, TrialRecord] = {}
         self.histories: dict[str, list[dict[str, float]]] = {}
-        self.running: set[str] = set()
+        self.running: dict[str, set[str]] = {g: set() for g in self.groups}
+        self.started: dict[str, float] = {}  # group → when its first trial of this process started
         # Runs an interrupted process logged, by trial id: a trial Ray runs again replaces its run.
         self.previous: dict[str, list[str]] = {}
-        self.best: TrialRecord | None = None
-        self.t0 = time.time()
+        self.best: dict[str, TrialRecord] = {}
+        self.announced: set[str] = set()  # groups whose end the live display has shown
         _SINKS[self.key] = self
 
     def __reduce__(self) -> Any:
@@ -174,11 +191,18 @@ class TrialCollector(Callback):
     def close(self) -> None:
         _SINKS.pop(self.key, None)
 
+    def group_of(self, trial: Any) -> GroupRun:
+        return self.groups[trial.config[GROUP_KEY]]
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.add(trial.trial_id)
+        run = self.group_of(trial)
+        if run.key not in self.started:
+            self.started[run.key] = time.time()
+            self.progress.group_started(run.dataset, run.model, run.search.expected_trials)
+        self.running[run.key].add(trial.trial_id)
         self.started_at.setdefault(trial.trial_id, time.time())
         self.history[trial.trial_id] = []
-        self._notify()
+        self._notify(run)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         # Every result (the final one too) carries the windows measured since the previous result.
@@ -191,45 +215,47 @@ class TrialCollector(Callback):
         self._finish(trial, trial_error(trial))
 
     def _finish(self, trial: Any, error: str | None) -> None:
-        trial_id = trial.trial_id
+        trial_id, run = trial.trial_id, self.group_of(trial)
         history = self.history.pop(trial_id, [])
         self.histories[trial_id] = history
-        record = make_record(self.run, trial_id, trial.config, trial.last_result, error, history)
+        self.ended_at[trial_id] = time.time()
+        record = make_record(run, trial_id, trial.config, trial.last_result, error, history)
         self.records[trial_id] = record
-        self.running.discard(trial_id)
+        self.running[run.key].discard(trial_id)
         self.tracker.log_trial(
             record,
             history,
             self.started_at.get(trial_id, time.time()),
-            self.run.extra_tags,
+            run.extra_tags,
             replaces=self.previous.pop(trial_id, ()),
         )
         if record.feasible:
-            self.best = best_trial([t for t in (self.best, record) if t is not None], self.run.objectives)
-        self._notify()
+            known = [t for t in (self.best.get(run.key), record) if t is not None]
+            self.best[run.key] = best_trial(known, run.objectives)
+        self._notify(run)
+        mine = [r for r in self.records.values() if (r.dataset, r.model) == (run.dataset, run.model)]
+        if len(mine) == run.search.expected_trials:  # the group is done (a resumed run announces at its end)
+            self.announced.add(run.key)
+            self.progress.group_finished(run.result(mine, _group_wall(self, mine, time.time())))
 
-    def _notify(self) -> None:
+    def _notify(self, run: GroupRun) -> None:
         counts = {state.value: 0 for state in TrialState}
         for record in self.records.values():
-            counts[record.status] = counts.get(record.status, 0) + 1
-        best = None
-        if self.best is not None:
-            metric = self.run.objectives[0].metric
-            best = {
-                "trial_id": self.best.trial_id,
-                "metric": metric,
-                "value": self.best.metrics[metric],
-                "params": self.best.params,
-            }
+            if (record.dataset, record.model) == (run.dataset, run.model):
+                counts[record.status] = counts.get(record.status, 0) + 1
+        best, top = None, self.best.get(run.key)
+        if top is not None:
+            metric = run.objectives[0].metric
+            best = {"trial_id": top.trial_id, "metric": metric, "value": top.metrics[metric], "params": top.params}
         self.progress.trial_update(
             {
-                "dataset": self.run.dataset,
-                "model": self.run.model,
-                "running": len(self.running),
-                "planned": self.run.search.expected_trials,
+                "dataset": run.dataset,
+                "model": run.model,
+                "running": len(self.running[run.key]),
+                "planned": run.search.expected_trials,
                 "counts": counts,
                 "best": best,
-                "elapsed_s": time.time() - self.t0,
+                "elapsed_s": time.time() - self.started.get(run.key, time.time()),
             }
         )
 
@@ -256,33 +282,45 @@ def _quiet_tune() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_group(
-    run: GroupRun, tracker: StudyTracker, progress: Progress, resume: bool = False
-) -> tuple[list[TrialRecord], dict[str, list[dict[str, float]]]]:
-    """Run (or continue) the Ray Tune experiment of one group; return every trial's record and the windows
-    of the trials that ran in this process (trials finished before an interruption have none here; their
-    history is in MLflow).
+@dataclass
+class GroupOutcome:
+    """What a group's trials left: a record per trial, the windows of the trials that ran in this process
+    (trials finished before an interruption have none here; their history is in MLflow), and the group's
+    wall time in this process (its first trial's start to its last trial's end; groups overlap a little)."""
 
-    Resuming restores Ray's experiment state when the interrupted run saved one, and starts the group afresh
-    when it did not (killed before Ray's first snapshot). Ray snapshots every few seconds, so the trials that
-    finished after its last snapshot run again; their earlier MLflow runs are replaced, and MLflow runs of
-    trials the resumed Ray run does not have are deleted: the group's runs end up one per trial of its result.
+    records: list[TrialRecord]
+    histories: dict[str, list[dict[str, float]]]
+    wall_s: float
+    announced: bool = False
+
+
+def run_study_trials(
+    study: StudyRun, tracker: StudyTracker, progress: Progress, resume: bool = False
+) -> dict[str, GroupOutcome]:
+    """Run (or continue) the study's Ray Tune experiment; return each group's outcome by group key.
+
+    Resuming restores Ray's experiment state when the interrupted run saved one, and starts afresh when it did
+    not (killed before Ray's first snapshot). Ray snapshots every few seconds, so the trials that finished
+    after its last snapshot run again; their earlier MLflow runs are replaced, and MLflow runs of trials the
+    resumed Ray run does not have are deleted: each group's runs end up one per trial of its result.
     """
-    collector = TrialCollector(run, tracker, progress)
+    collector = TrialCollector(study, tracker, progress)
     if resume:
-        collector.previous = tracker.trial_runs(run.dataset, run.model, complete_only=True)
+        for run in study.groups:
+            collector.previous.update(tracker.trial_runs(run.dataset, run.model, complete_only=True))
     try:
         with _quiet_tune():
-            grid = _make_tuner(run, collector, restore=resume and _has_experiment_state(run.path)).fit()
+            grid = _make_tuner(study, collector, restore=resume and _has_experiment_state(study.path)).fit()
         trials = _trials_of(grid)
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        if unfinished or collector.running:
+        if unfinished or any(collector.running.values()):
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-            raise StudyInterrupted(
-                f"{run.dataset} × {run.model}: {done} of {run.search.expected_trials} trials finished"
-            )
-        records = []
+            planned = sum(run.search.expected_trials for run in study.groups)
+            raise StudyInterrupted(f"{done} of {planned} trials finished")
+        ended = time.time()
+        by_group: dict[str, list[TrialRecord]] = {run.key: [] for run in study.groups}
         for trial in trials:
+            run = collector.group_of(trial)
             record = collector.records.get(trial.trial_id)
             if record is None:  # finished before an interruption: rebuild from Ray's saved state
                 error = trial_error(trial) if trial.status == "ERROR" else None
@@ -291,16 +329,33 @@ def run_group(
                 record.mlflow_run_id = logged[-1] if logged else None
                 if record.mlflow_run_id is None:
                     tracker.log_trial(record, [], time.time(), run.extra_tags)
-            records.append(record)
+            by_group[run.key].append(record)
         tracker.flush()  # run ids are set on the records once their writes are done
         if resume:
-            keep = {r.trial_id: r.mlflow_run_id for r in records}
-            logged_runs = tracker.trial_runs(run.dataset, run.model)
-            tracker.delete_runs(rid for tid, rids in logged_runs.items() for rid in rids if rid != keep.get(tid))
+            keep = {r.trial_id: r.mlflow_run_id for records in by_group.values() for r in records}
+            for run in study.groups:
+                logged_runs = tracker.trial_runs(run.dataset, run.model)
+                tracker.delete_runs(rid for tid, rids in logged_runs.items() for rid in rids if rid != keep.get(tid))
             tracker.flush()
-        return records, collector.histories
+        histories = collector.histories
+        return {
+            run.key: GroupOutcome(
+                by_group[run.key],
+                {r.trial_id: collector.histories[r.trial_id] for r in by_group[run.key] if r.trial_id in histories},
+                _group_wall(collector, by_group[run.key], ended),
+                run.key in collector.announced,
+            )
+            for run in study.groups
+        }
     finally:
         collector.close()
+
+
+def _group_wall(collector: TrialCollector, records: list[TrialRecord], ended: float) -> float:
+    """From the group's first trial start to its last trial end, as seen in this process."""
+    starts = [collector.started_at[r.trial_id] for r in records if r.trial_id in collector.started_at]
+    ends = [collector.ended_at[r.trial_id] for r in records if r.trial_id in collector.ended_at]
+    return (max(ends, default=ended) - min(starts)) if starts else 0.0
 
 
 def _has_experiment_state(path: Path) -> bool:
@@ -312,37 +367,32 @@ def _has_experiment_state(path: Path) -> bool:
     return any(path.glob("experiment_state-*.json"))
 
 
-def _make_tuner(run: GroupRun, collector: TrialCollector, restore: bool) -> tune.Tuner:
-    """A Tuner that continues the group's saved experiment (``restore``) or starts it afresh."""
-    fn = tune.with_resources(
-        tune.with_parameters(trainable, handle=DataHandle(run.data_ref), settings=run.settings),
-        {"cpu": run.cpus_per_trial},
-    )
+def _make_tuner(study: StudyRun, collector: TrialCollector, restore: bool) -> tune.Tuner:
+    """A Tuner that continues the study's saved experiment (``restore``) or starts it afresh."""
+    payloads = {run.key: GroupPayload(run.settings, run.data_ref) for run in study.groups}
+    fn = tune.with_resources(tune.with_parameters(study_trainable, groups=payloads), {"cpu": study.cpus_per_trial})
     if restore:
-        # The search space again: Ray drops it from tuner.pkl and would otherwise resume with an empty one.
         return tune.Tuner.restore(
-            str(run.path),
-            trainable=fn,
-            param_space=run.search.param_space,
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=False,
+            str(study.path), trainable=fn, resume_unfinished=True, resume_errored=False, restart_errored=False
         )
-    if run.path.exists():
-        shutil.rmtree(run.path)
+    if study.path.exists():
+        shutil.rmtree(study.path)
+    search = StudySearch(
+        [SearchGroup(r.key, r.search.searcher, r.search.num_samples, r.search.constants) for r in study.groups]
+    )
+    schedulers = {run.key: run.search.scheduler for run in study.groups if run.search.scheduler is not None}
     return tune.Tuner(
         fn,
-        param_space=run.search.param_space,
         tune_config=tune.TuneConfig(
-            search_alg=run.search.search_alg,
-            scheduler=run.search.scheduler,
-            num_samples=run.search.num_samples,
-            max_concurrent_trials=run.max_concurrent,
-            reuse_actors=True,
+            search_alg=search,
+            scheduler=StudyScheduler(schedulers) if schedulers else None,
+            num_samples=search.total_samples,
+            max_concurrent_trials=study.max_concurrent,
+            reuse_actors=True,  # one worker per core runs trial after trial, group after group
         ),
         run_config=tune.RunConfig(
-            name=run.path.name,
-            storage_path=str(run.path.parent.resolve()),
+            name=study.path.name,
+            storage_path=str(study.path.parent.resolve()),
             verbose=0,
             callbacks=[collector],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
