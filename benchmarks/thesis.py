@@ -408,7 +408,12 @@ def write_chapter(spec: Spec, spec_path: str, results: dict[str, StudyResult], o
         ),
         "",
         "Trials per run: " + ", ".join(f"{name} {len(r.trials)}" for name, r in results.items()) + ". "
-        "Wall time per run: " + ", ".join(f"{name} {r.wall_time_s / 60:.1f} min" for name, r in results.items()) + ".",
+        "Wall time per run: " + ", ".join(f"{name} {r.wall_time_s / 60:.1f} min" for name, r in results.items()) + ". "
+        f"Trial-seconds ÷ (wall × {cores} cores), how fully each run used the machine: "
+        + ", ".join(
+            f"{name} {sum(t.trial_s for t in r.trials) / (r.wall_time_s * cores):.2f}" for name, r in results.items()
+        )
+        + ".",
         "",
         "## RQ1 — which hyperparameters drive the system and ML metrics",
         "",

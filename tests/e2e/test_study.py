@@ -177,3 +177,65 @@ def test_a_study_on_a_versioned_store_dataset(ray_session, write_spec, tmp_path)
     group = result.groups[0]
     assert group.dataset_card["fingerprint"] == stored.fingerprint and group.dataset_card["rows"] == 300
     assert group.best is not None and group.best.metrics["accuracy"] > 0.8
+
+
+GROUPS_STUDY = """
+name: groups
+datasets: [diabetes, iris]
+models: {models}
+search:
+  space:
+    batch_size: [8, 32, 128]
+    learning_rate: [0.01, 0.1]
+    epochs: 3
+objectives: [accuracy]
+constraints: ['steps <= 120']
+early_stopping: {{policy: violation, min_observations: 1}}
+"""
+
+
+def _outcomes(result) -> dict[tuple, tuple]:
+    """(dataset, model, params) → what the trial did; every field but time is deterministic here."""
+    out = {}
+    for t in result.trials:
+        key = (t.dataset, t.model, t.params["batch_size"], t.params["learning_rate"])
+        assert key not in out, f"configuration {key} ran twice"
+        reason = t.stop_reason or {}
+        out[key] = (
+            t.status,
+            t.metrics["accuracy"],
+            t.metrics["steps"],
+            reason.get("constraint"),
+            reason.get("at_step"),
+        )
+    return out
+
+
+def test_groups_in_one_run_give_the_trials_of_separate_runs(ray_session, write_spec, tmp_path):
+    """Four groups share one Ray Tune run; each gets exactly its own grid, with the statuses, stop reasons,
+    metrics and MLflow runs it gets when it runs alone (training is seeded; `steps` makes stops exact)."""
+    together = perftune.tune(write_spec(GROUPS_STUDY.format(models="[sgd_logistic, sgd_svm]")), out=tmp_path / "all")
+    assert [(g.dataset, g.model) for g in together.groups] == [
+        ("diabetes", "sgd_logistic"),
+        ("diabetes", "sgd_svm"),
+        ("iris", "sgd_logistic"),
+        ("iris", "sgd_svm"),
+    ]
+    alone = {}
+    for model in ("sgd_logistic", "sgd_svm"):
+        spec = write_spec(GROUPS_STUDY.format(models=f"[{model}]"), name=model)
+        alone.update(_outcomes(perftune.tune(spec, out=tmp_path / model)))
+    outcomes = _outcomes(together)
+    assert outcomes == alone
+    assert {status for status, *_ in outcomes.values()} == {"completed", "stopped_budget"}
+    assert all(c == "steps <= 120" for status, _, _, c, _ in outcomes.values() if status == "stopped_budget")
+    assert all(len(g.trials) == 6 for g in together.groups)
+
+    # one MLflow run per trial, tagged with its own group, with its hyperparameters only
+    runs = runs_by_trial(MlflowClient(together.tracking["uri"]), together)
+    assert set(runs) == {t.trial_id for t in together.trials}
+    for trial in together.trials:
+        run = runs[trial.trial_id]
+        assert (run.data.tags["perftune.dataset"], run.data.tags["perftune.model"]) == (trial.dataset, trial.model)
+        assert set(run.data.params) == {"batch_size", "learning_rate", "epochs"}
+        assert "_group" not in trial.params

@@ -46,6 +46,24 @@ def test_report_records_rq1_in_summary_and_files(report_page):
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # self-contained
 
 
+def test_a_second_report_reuses_the_effects_until_the_trials_change(report_page, monkeypatch):
+    import perftune.report.html as html
+
+    _, out = report_page
+    first = (out / "effects.json").read_text()
+    calls = []
+    real = html.analyze
+    monkeypatch.setattr(html, "analyze", lambda *a, **k: calls.append(1) or real(*a, **k))
+    build_report(out)
+    assert calls == [] and (out / "effects.json").read_text() == first  # cached: the same numbers, no fANOVA
+
+    summary = json.loads((out / "summary.json").read_text())
+    summary["trials"][0]["metrics"]["train_time_s"] *= 2  # a changed trial: its group is analysed again
+    (out / "summary.json").write_text(json.dumps(summary))
+    build_report(out)
+    assert calls == [1]
+
+
 def test_report_renders_in_headless_chromium(report_page, render_page, tmp_path):
     page_path, _ = report_page
     shot = tmp_path / "report.png"

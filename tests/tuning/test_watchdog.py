@@ -140,6 +140,23 @@ def test_a_step_hanging_in_python_is_interrupted_and_keeps_its_partial_metrics(d
     assert normal["trial_status"] == COMPLETED and "stop_reason" not in normal
 
 
+def test_a_scheduler_stop_inside_a_report_is_not_turned_into_a_budget_stop(diabetes):
+    """Ray raises SystemExit in tune.report when a scheduler (ASHA) stops the trial. When the budget breaks
+    while that report waits, the trial must still end with the SystemExit: had the watchdog turned it into a
+    budget stop, the trial would report again, its thread would never end and Ray would replace the worker."""
+
+    def report(result: dict) -> None:
+        time.sleep(0.3)  # the driver decides meanwhile; the 0.1 s budget breaks while the report waits
+        raise SystemExit(0)
+
+    with pytest.raises(SystemExit):
+        run_trial(CONFIG, diabetes, settings(SGDLogistic, "train_time_s <= 0.1"), report)
+    assert no_watchdog_thread()
+    # nothing is left pending in this thread
+    normal = run_trial({**CONFIG, "batch_size": 32}, diabetes, settings(SGDLogistic, "train_time_s <= 60"), list)
+    assert normal["trial_status"] == COMPLETED
+
+
 def test_a_step_spinning_on_the_cpu_is_stopped_by_its_cpu_budget(diabetes):
     result = run_trial(CONFIG, diabetes, settings(Spinning, "cpu_s <= 1", "train_time_s <= 600"), list)
     reason = stop_reason(result)

@@ -68,6 +68,12 @@ class MetricEffects:
     effects: list[Effect] = field(default_factory=list)
     spread_rel: float = 0.0  # (max − min) / median of the metric: importance shares of a flat metric mean little
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MetricEffects:
+        """Read back ``dataclasses.asdict`` of a MetricEffects (``effects.json``, the report's cache)."""
+        effects = [Effect(**e) for e in raw.get("effects", [])]
+        return cls(raw["metric"], raw["n_trials"], raw["importance"], effects, raw.get("spread_rel", 0.0))
+
     @property
     def ranking(self) -> list[str]:
         return sorted(self.importance, key=self.importance.get, reverse=True)  # type: ignore[arg-type]
@@ -186,6 +192,20 @@ def analyze(
         spread = float(values.max() - values.min()) / median if median > 0 else 0.0
         out.append(MetricEffects(metric, len(used), ranking, [marginal(used, metric, p) for p in params], spread))
     return out
+
+
+def effects_digest(trials: list[TrialRecord], evaluator: str = "fanova", seed: int = 0) -> str:
+    """What :func:`analyze` depends on, hashed: the same digest means the same effects (the report's cache)."""
+    import hashlib
+    import json
+
+    payload = {
+        "analysis": 1,  # bump when analyze() changes what it computes
+        "evaluator": evaluator,
+        "seed": seed,
+        "trials": sorted([t.trial_id, t.status, t.params, t.metrics] for t in trials),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _finite(value: Any) -> bool:

@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from perftune.analysis.effects import MetricEffects, analyze
+from perftune.analysis.effects import MetricEffects, analyze, effects_digest
 from perftune.analysis.savings import COLUMNS, SavingsReport
 from perftune.report import plots
 from perftune.report.page import CSS, fmt, img, table
@@ -106,12 +106,33 @@ def build_report(out: Path | str, evaluator: str = "fanova") -> Path:
     for old in folder.glob("*.png"):
         old.unlink()
     images = _Images(folder)
-    effects = {f"{g.dataset}/{g.model}": analyze(g.trials, evaluator=evaluator) for g in study.groups}
+    effects = _effects(study, folder / "effects-cache.json", evaluator)
     _record_effects(study, effects)
     page = _page(study, out, histories, effects, images)
     index = folder / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _effects(study: StudyResult, cache_path: Path, evaluator: str) -> dict[str, list[MetricEffects]]:
+    """RQ1 effects of every group. Optuna's fANOVA takes most of a report's time, so each group's effects are
+    kept in ``cache_path`` with a digest of the trials they came from and reused while the digest holds."""
+    try:
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    except ValueError:
+        cache = {}  # a damaged cache is only a slower report
+    effects, fresh = {}, {}
+    for group in study.groups:
+        key = f"{group.dataset}/{group.model}"
+        digest = effects_digest(group.trials, evaluator)
+        hit = cache.get(key) if isinstance(cache, dict) else None
+        if isinstance(hit, dict) and hit.get("digest") == digest:
+            effects[key] = [MetricEffects.from_dict(raw) for raw in hit["effects"]]
+        else:
+            effects[key] = analyze(group.trials, evaluator=evaluator)
+        fresh[key] = {"digest": digest, "effects": [asdict(r) for r in effects[key]]}
+    cache_path.write_text(json.dumps(fresh, default=str))
+    return effects
 
 
 def _page(

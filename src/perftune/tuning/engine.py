@@ -1,10 +1,11 @@
-"""The study run: data → one Ray Tune run per dataset × model family → results, MLflow, summary.json.
+"""The study run: data → one Ray Tune run for every dataset × model group → results, MLflow, summary.json.
 
 Layout of an output folder (``--out``, default ``<workspace>/runs/<study>``)::
 
     state.json            study identity (spec fingerprint, MLflow parent run) for --resume
-    ray/<group>/          Ray Tune experiment of one dataset × model (Tuner.restore reads it)
-    groups/<group>.json   a finished group's trial records (a resumed study skips it), written atomically
+    ray/study/            the Ray Tune experiment of all groups (Tuner.restore reads it on --resume)
+    groups/<group>.json   a group's trial records, written atomically once every trial finished (a resumed
+                          study whose groups all have one only writes its summary)
     summary.json          the result (schema in the README)
 
 ``--out`` is resolved to an absolute path once, before anything else (Ray Tune takes a relative path for a
@@ -356,10 +357,10 @@ def _run_datasets(
     try:
         for dataset, prepared in loading.result() if loading is not None else _load_datasets(plan):
             tracker.log_dataset(dataset)
+            models = _models_for(plan, dataset, state.skipped)
             if prepared is None:
                 continue
             data_ref = ray.put(prepared)  # once per dataset, shared by every trial of its groups
-            models = _models_for(plan, dataset, state.skipped)
             runs.extend(_group_run(plan, dataset, prepared, data_ref, model) for model in models)
             del prepared  # the object store holds the data now
         study = StudyRun(out / "ray" / "study", runs, spec.execution.cpus_per_trial, spec.execution.max_concurrent)

@@ -225,12 +225,15 @@ class Watchdog:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """A region inside :meth:`armed` that must not be interrupted (e.g. a report to Ray)."""
+        """A region inside :meth:`armed` that must not be interrupted (e.g. a report to Ray).
+
+        An exception leaving the region (e.g. the ``SystemExit`` Ray raises in ``tune.report`` when a scheduler
+        stops the trial) goes on unchanged and the region stays uninterruptible while it unwinds: turning it into
+        a budget stop would let the trial go on and report again, and its worker would never take another trial.
+        """
         self._set_interruptible(False)
-        try:
-            yield
-        finally:
-            self._set_interruptible(True)
+        yield  # on an exception, armed() clears what is pending
+        self._set_interruptible(True)
 
     def _set_interruptible(self, on: bool) -> None:
         with self._lock:
