@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from perftune.analysis.effects import MetricEffects, analyze
 from perftune.analysis.savings import compare_groups, find_study, run_savings
@@ -275,11 +276,14 @@ def savings_figure(rows: list[MethodRow], path: Path) -> None:
                       for g in groups]  # fmt: skip
             ax.bar(np.arange(len(groups)) + i * width, values, width, label=method)
         ax.set_xticks(np.arange(len(groups)) + width * (len(METHODS) - 1) / 2)
-        ax.set_xticklabels([f"{d}\n{m.removeprefix('sgd_')}" for d, m in groups], fontsize=7)
+        ax.set_xticklabels([f"{d} · {m.removeprefix('sgd_')}" for d, m in groups], fontsize=7, rotation=60, ha="right")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="both", labelsize=7)
         ax.axhline(1.0, color="black", linewidth=0.6)
         ax.set_title(title)
-    axes[0].legend(fontsize=7)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=len(METHODS), fontsize=8)
     fig.savefig(path, dpi=80)
 
 
