@@ -553,6 +553,17 @@ def discussion(results: dict[str, StudyResult], rows: list[MethodRow]) -> list[s
             + (f"; in {missing} groups it found no feasible configuration" if missing else "")
             + f"; {sum(r.false_stops for r in mine)} false stops."
         )
+    cores = os.cpu_count() or 1
+    idle = {n: sum(t.trial_s for t in r.trials) / (r.wall_time_s * cores) for n, r in results.items()}
+    idle = {n: u for n, u in idle.items() if u < 0.7}
+    if idle:
+        lines += [
+            "",
+            "Runs that kept the cores busy less than 70 % of their wall time: "
+            + ", ".join(f"{n} ({u:.0%})" for n, u in idle.items())
+            + ". Their wall factors are lower than their CPU savings would allow; the cause is in the run, not in "
+            "the method (see the issue tracker for the budgets + ASHA worker restarts).",
+        ]
     lines += [
         "",
         "Limits: mnist and kddcup are stratified subsamples, so absolute times are far below the full sets' and "
