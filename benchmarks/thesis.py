@@ -435,7 +435,7 @@ def write_chapter(spec: Spec, spec_path: str, results: dict[str, StudyResult], o
         parts += [f"- {line}" for line in statements] or ["- too few trials to tell"]
         parts.append("")
     parts += rq2_section(results, rows, k, cores)
-    parts += discussion(results, rows)
+    parts += discussion(spec, results, rows)
     text = "\n".join(parts) + "\n"
     path = out / "README.md"
     path.write_text(text)
@@ -531,7 +531,7 @@ def rq2_section(results: dict[str, StudyResult], rows: list[MethodRow], k: int, 
     return parts
 
 
-def discussion(results: dict[str, StudyResult], rows: list[MethodRow]) -> list[str]:
+def discussion(spec: Spec, results: dict[str, StudyResult], rows: list[MethodRow]) -> list[str]:
     full_cpu = sum(t.cpu_s for t in results["full"].trials)
     lines = ["## Discussion", ""]
     for method in METHODS:
@@ -568,7 +568,8 @@ def discussion(results: dict[str, StudyResult], rows: list[MethodRow]) -> list[s
         "",
         "Limits: mnist and kddcup are stratified subsamples, so absolute times are far below the full sets' and "
         "the budgets were scaled to them; every number comes from one run on one shared 2-core machine (timings "
-        "vary from run to run, so factors near 1 are within noise); the grid has 5 epochs; 1191_BNG_pbc is "
+        "vary from run to run, so factors near 1 are within noise); the grid has "
+        f"{spec.model_dump(mode='json')['search']['space'].get('epochs')} epochs; 1191_BNG_pbc is "
         "missing; the one-epoch baseline reuses the full run's trials for its second stage instead of training "
         "them again.",
     ]
