@@ -261,11 +261,12 @@ class TrialCollector(Callback):
 
 
 @contextlib.contextmanager
-def _quiet_tune() -> Iterator[None]:
-    """No per-trial CSV/JSON/TensorBoard files and no Ray console tables: perftune logs and displays."""
-    saved = {k: os.environ.get(k) for k in ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "RAY_AIR_NEW_OUTPUT")}
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+def _quiet_tune(env: dict[str, str] | None = None) -> Iterator[None]:
+    """No per-trial CSV/JSON/TensorBoard files and no Ray console tables: perftune logs and displays.
+    ``env`` sets more of Tune's environment settings for the run (restored afterwards)."""
+    settings = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", **(env or {})}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     loggers = [logging.getLogger(n) for n in ("ray.tune", "ray.train", "ray.air")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -309,7 +310,7 @@ def run_study_trials(
         for run in study.groups:
             collector.previous.update(tracker.trial_runs(run.dataset, run.model, complete_only=True))
     try:
-        with _quiet_tune():
+        with _quiet_tune({"TUNE_MAX_PENDING_TRIALS_PG": str(_max_pending(study))}):
             grid = _make_tuner(study, collector, restore=resume and _has_experiment_state(study.path)).fit()
         trials = _trials_of(grid)
         unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
@@ -356,6 +357,20 @@ def _group_wall(collector: TrialCollector, records: list[TrialRecord], ended: fl
     starts = [collector.started_at[r.trial_id] for r in records if r.trial_id in collector.started_at]
     ends = [collector.ended_at[r.trial_id] for r in records if r.trial_id in collector.ended_at]
     return (max(ends, default=ended) - min(starts)) if starts else 0.0
+
+
+def _max_pending(study: StudyRun) -> int:
+    """How many trials Tune may create ahead of free workers. Ray Tune allows one for any searcher but its own
+    grid/random generator, so a worker that finishes waits for the next trial to be made. Trials known in
+    advance (grid, random) keep a few ready per core; an adaptive searcher (TPE, NSGA-II, …) keeps Ray's one,
+    so that each suggestion sees as many finished trials as it can."""
+    import ray
+
+    from perftune.tuning.study_search import ListSearch, SampleSearch
+
+    if all(isinstance(run.search.searcher, (ListSearch, SampleSearch)) for run in study.groups):
+        return max(4, 2 * int(ray.cluster_resources().get("CPU", 1)) + 2)
+    return 1
 
 
 def _has_experiment_state(path: Path) -> bool:
