@@ -35,7 +35,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-from perftune.analysis.effects import MetricEffects, analyze
+from perftune.analysis.effects import MetricEffects, analyze_groups
 from perftune.analysis.savings import compare_groups, find_study, run_savings
 from perftune.measure.metrics import get_metric
 from perftune.models import get_family
@@ -341,9 +341,9 @@ def write_chapter(spec: Spec, spec_path: str, results: dict[str, StudyResult], o
     out.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
     full = results["full"]
-    effects = {
-        f"{g.dataset}/{g.model}": analyze(g.trials, metrics=(*RQ1_METRICS, "accuracy", "rmse")) for g in full.groups
-    }
+    effects = analyze_groups(
+        {f"{g.dataset}/{g.model}": g.trials for g in full.groups}, metrics=(*RQ1_METRICS, "accuracy", "rmse")
+    )
     rows = rq2_rows(results, k, cores)
     savings_figure(rows, out / "rq2_savings.png")
     batch_figure(full, effects, out / "rq1_batch_size.png")

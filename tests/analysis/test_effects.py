@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 
-from perftune.analysis.effects import analyze, importance, marginal, trials_for
+from perftune.analysis.effects import analyze, analyze_groups, importance, marginal, trials_for
+from perftune.parallel import InlineExecutor
 from perftune.results import TrialRecord
 
 
@@ -68,3 +73,37 @@ def test_a_constant_metric_has_no_important_hyperparameter():
     for t in trials:
         t.metrics["model_size_bytes"] = 725.0
     assert set(importance(trials, "model_size_bytes", ["batch_size", "learning_rate"]).values()) == {0.0}
+
+
+def test_groups_analysed_in_worker_processes_give_the_numbers_of_one_process():
+    groups = {"a": synthetic(seed=0), "b": synthetic(noise=0.05, seed=1)}
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parallel = analyze_groups(groups, pool=pool)
+    assert list(parallel) == ["a", "b"]
+    for key, trials in groups.items():
+        assert parallel[key] == analyze(trials)  # fANOVA is seeded: the same shares, effects and order
+
+
+def test_a_failing_task_reaches_the_caller_from_either_pool():
+    for pool in (InlineExecutor(), ProcessPoolExecutor(1)):
+        with pool:
+            future = pool.submit(int, "not a number")
+            with pytest.raises(ValueError, match="not a number"):
+                future.result()
+
+
+def test_the_local_pool_forks_only_from_a_single_threaded_process():
+    script = """
+import threading, time
+from concurrent.futures import ProcessPoolExecutor
+from perftune.parallel import InlineExecutor, local_pool
+with local_pool(2) as pool:
+    assert isinstance(pool, ProcessPoolExecutor), pool
+    assert pool.submit(sum, [1, 2]).result() == 3
+threading.Thread(target=time.sleep, args=(2,), daemon=True).start()
+with local_pool(2) as pool:  # a fork now could copy a lock another thread holds
+    assert isinstance(pool, InlineExecutor), pool
+    assert pool.submit(sum, [1, 2]).result() == 3
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -52,8 +52,8 @@ def test_a_second_report_reuses_the_effects_until_the_trials_change(report_page,
     _, out = report_page
     first = (out / "effects.json").read_text()
     calls = []
-    real = html.analyze
-    monkeypatch.setattr(html, "analyze", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = html.analyze_groups
+    monkeypatch.setattr(html, "analyze_groups", lambda groups, **k: calls.append(sorted(groups)) or real(groups, **k))
     build_report(out)
     assert calls == [] and (out / "effects.json").read_text() == first  # cached: the same numbers, no fANOVA
 
@@ -61,7 +61,8 @@ def test_a_second_report_reuses_the_effects_until_the_trials_change(report_page,
     summary["trials"][0]["metrics"]["train_time_s"] *= 2  # a changed trial: its group is analysed again
     (out / "summary.json").write_text(json.dumps(summary))
     build_report(out)
-    assert calls == [1]
+    changed = summary["trials"][0]
+    assert calls == [[f"{changed['dataset']}/{changed['model']}"]]
 
 
 def test_report_renders_in_headless_chromium(report_page, render_page, tmp_path):

@@ -11,8 +11,11 @@ metrics only come from completed trials (a stopped trial's value is partial); pe
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import warnings
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,7 @@ import numpy as np
 
 from perftune.errors import UsageError
 from perftune.measure.metrics import get_metric
+from perftune.parallel import InlineExecutor, local_pool
 from perftune.results import TrialRecord, TrialState
 
 SYSTEM_METRICS = (
@@ -91,6 +95,13 @@ def varied_params(trials: list[TrialRecord]) -> list[str]:
     """Hyperparameters that take more than one value across the trials."""
     names = sorted({name for t in trials for name in t.params})
     return [n for n in names if len({repr(t.params.get(n)) for t in trials}) > 1]
+
+
+def preload(evaluator: str = "fanova") -> None:
+    """Import what :func:`importance` needs (Optuna's evaluators and scikit-learn's forests: a second and a half)
+    ahead of forking workers that all need it."""
+    check_evaluator(evaluator)
+    import optuna.importance  # noqa: F401
 
 
 def importance(
@@ -179,19 +190,45 @@ def analyze(
     trials: list[TrialRecord], metrics: tuple[str, ...] | None = None, evaluator: str = "fanova", seed: int = 0
 ) -> list[MetricEffects]:
     """Importance and marginal effects for every metric the trials measured."""
+    return analyze_groups({"": trials}, metrics, evaluator, seed, pool=InlineExecutor())[""]
+
+
+def analyze_groups(
+    groups: dict[str, list[TrialRecord]],
+    metrics: tuple[str, ...] | None = None,
+    evaluator: str = "fanova",
+    seed: int = 0,
+    pool: Executor | None = None,
+) -> dict[str, list[MetricEffects]]:
+    """:func:`analyze` of several groups of trials (by key), with the same numbers.
+
+    The importance fits take nearly all the time (fANOVA fits a random forest per metric), so they run in
+    ``pool`` (default: :func:`perftune.parallel.local_pool`, one forked process per core).
+    """
     metrics = metrics or SYSTEM_METRICS + ML_METRICS
-    out = []
-    for metric in metrics:
-        used = trials_for(metric, trials)
-        params = varied_params(used)
-        if len(used) < 3 or not params:
-            continue
-        ranking = importance(used, metric, params, evaluator, seed)
-        values = np.array([float(t.metrics[metric]) for t in used])
-        median = float(np.median(np.abs(values)))
-        spread = float(values.max() - values.min()) / median if median > 0 else 0.0
-        out.append(MetricEffects(metric, len(used), ranking, [marginal(used, metric, p) for p in params], spread))
-    return out
+    fits: dict[tuple[str, str], tuple[list[TrialRecord], list[str]]] = {}
+    for key, trials in groups.items():
+        for metric in metrics:
+            used = trials_for(metric, trials)
+            params = varied_params(used)
+            if len(used) >= 3 and params:
+                fits[(key, metric)] = (used, params)
+    with (
+        contextlib.nullcontext(pool)
+        if pool is not None
+        else local_pool(max(1, min(os.cpu_count() or 1, len(fits)))) as run
+    ):
+        rankings = {
+            fit: run.submit(importance, used, fit[1], params, evaluator, seed) for fit, (used, params) in fits.items()
+        }
+        out: dict[str, list[MetricEffects]] = {key: [] for key in groups}
+        for (key, metric), (used, params) in fits.items():
+            values = np.array([float(t.metrics[metric]) for t in used])
+            median = float(np.median(np.abs(values)))
+            spread = float(values.max() - values.min()) / median if median > 0 else 0.0
+            effects = [marginal(used, metric, p) for p in params]
+            out[key].append(MetricEffects(metric, len(used), rankings[(key, metric)].result(), effects, spread))
+        return out
 
 
 def effects_digest(trials: list[TrialRecord], evaluator: str = "fanova", seed: int = 0) -> str:

@@ -8,13 +8,14 @@ Pareto fronts, RQ2 (savings; filled once ``perftune savings`` has run). The RQ1 
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from html import escape
 from pathlib import Path
-from typing import Any
 
-from perftune.analysis.effects import MetricEffects, analyze, effects_digest
+from perftune.analysis.effects import MetricEffects, analyze_groups, effects_digest, preload
 from perftune.analysis.savings import COLUMNS, SavingsReport
+from perftune.parallel import local_pool
 from perftune.report import plots
 from perftune.report.page import CSS, fmt, img, table
 from perftune.results import GroupResult, StudyResult, add_to_summary, load_histories, load_study
@@ -41,8 +42,8 @@ def _bounds(constraints: list[str]) -> dict[str, float]:
     return {c.metric: c.bound for c in parsed if c.op == "<="}
 
 
-def _rq1(group: GroupResult, results: list[MetricEffects], images: _Images) -> str:
-    if not results:
+def _rq1(group: GroupResult, results: list[MetricEffects], figure: Future[bytes] | None, images: _Images) -> str:
+    if not results or figure is None:
         return f"<h3>{escape(group.dataset)} × {escape(group.model)}</h3><p class=muted>Too few finished trials.</p>"
     params = sorted({p for r in results for p in r.importance})
     rows = [
@@ -58,11 +59,7 @@ def _rq1(group: GroupResult, results: list[MetricEffects], images: _Images) -> s
     headers = ["metric", "trials", "range / median", *[f"importance of {p}" for p in params], "most important"]
     effects_table = table(headers, rows)
     grid = images.tag(
-        plots.effects_grid(
-            results, f"{group.dataset} × {group.model}: metric vs hyperparameter (median, interquartile range)"
-        ),
-        f"effects-{group.dataset}-{group.model}",
-        f"effects {group.dataset} {group.model}",
+        figure.result(), f"effects-{group.dataset}-{group.model}", f"effects {group.dataset} {group.model}"
     )
     return f"<h3>{escape(group.dataset)} × {escape(group.model)}</h3>{effects_table}{grid}"
 
@@ -106,37 +103,68 @@ def build_report(out: Path | str, evaluator: str = "fanova") -> Path:
     for old in folder.glob("*.png"):
         old.unlink()
     images = _Images(folder)
-    effects = _effects(study, folder / "effects-cache.json", evaluator)
-    _record_effects(study, effects)
-    page = _page(study, out, histories, effects, images)
+    keys = [(g, f"{g.dataset}/{g.model}") for g in study.groups]
+    cache_path = folder / "effects-cache.json"
+    effects, digests = _cached_effects(study, cache_path, evaluator)
+    stale = {key: g.trials for g, key in keys if key not in effects}
+    if stale:
+        preload(evaluator)  # once here, not once in every forked worker
+    # The importance fits and the figures are independent: they share the cores (forked processes).
+    with local_pool() as pool:
+        bounds = _bounds(study.constraints)
+        figures = {
+            "curves": {key: pool.submit(plots.learning_curves, g, histories, bounds) for g, key in keys},
+            "pareto": {key: pool.submit(plots.pareto, g) for g, key in keys},
+        }
+        if stale:
+            effects.update(analyze_groups(stale, evaluator=evaluator, pool=pool))
+        cache_path.write_text(
+            json.dumps({key: {"digest": d, "effects": [asdict(r) for r in effects[key]]} for key, d in digests.items()})
+        )
+        figures["effects"] = {
+            key: pool.submit(
+                plots.effects_grid,
+                effects[key],
+                f"{g.dataset} × {g.model}: how each hyperparameter moves each metric (median, relative)",
+            )
+            for g, key in keys
+            if effects[key]
+        }
+        # Writing the numbers (MLflow's store opens in about a second) goes on while the figures are drawn.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perftune-report") as writer:
+            recording = writer.submit(_record_effects, study, effects)
+            page = _page(study, out, effects, figures, images)
+            recording.result()  # a failed write fails the report
     index = folder / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
 
 
-def _effects(study: StudyResult, cache_path: Path, evaluator: str) -> dict[str, list[MetricEffects]]:
-    """RQ1 effects of every group. Optuna's fANOVA takes most of a report's time, so each group's effects are
-    kept in ``cache_path`` with a digest of the trials they came from and reused while the digest holds."""
+def _cached_effects(
+    study: StudyResult, cache_path: Path, evaluator: str
+) -> tuple[dict[str, list[MetricEffects]], dict[str, str]]:
+    """RQ1 effects kept in ``cache_path`` for the groups whose trials did not change (by key), and the digest of
+    every group's trials. Optuna's fANOVA takes most of a first report's time, so the effects are kept with a
+    digest of the trials they came from and reused while the digest holds."""
     try:
         cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     except ValueError:
         cache = {}  # a damaged cache is only a slower report
-    effects, fresh = {}, {}
-    for group in study.groups:
-        key = f"{group.dataset}/{group.model}"
-        digest = effects_digest(group.trials, evaluator)
+    digests = {f"{g.dataset}/{g.model}": effects_digest(g.trials, evaluator) for g in study.groups}
+    effects = {}
+    for key, digest in digests.items():
         hit = cache.get(key) if isinstance(cache, dict) else None
         if isinstance(hit, dict) and hit.get("digest") == digest:
             effects[key] = [MetricEffects.from_dict(raw) for raw in hit["effects"]]
-        else:
-            effects[key] = analyze(group.trials, evaluator=evaluator)
-        fresh[key] = {"digest": digest, "effects": [asdict(r) for r in effects[key]]}
-    cache_path.write_text(json.dumps(fresh, default=str))
-    return effects
+    return effects, digests
 
 
 def _page(
-    study: StudyResult, out: Path, histories: dict[str, Any], effects: dict[str, list[MetricEffects]], images: _Images
+    study: StudyResult,
+    out: Path,
+    effects: dict[str, list[MetricEffects]],
+    figures: dict[str, dict[str, Future[bytes]]],
+    images: _Images,
 ) -> str:
     compute = study.compute()
     spec_path = out / "spec.yaml"
@@ -159,20 +187,22 @@ def _page(
                 (best.mlflow_run_id or "") if best else "",
             ]
         )
-    bounds = _bounds(study.constraints)
-    curves = "".join(
-        images.tag(
-            plots.learning_curves(g, histories, bounds),
-            f"curves-{g.dataset}-{g.model}",
-            f"learning curves {g.dataset} {g.model}",
+
+    def tags(kind: str, alt: str) -> str:
+        return "".join(
+            images.tag(
+                figures[kind][f"{g.dataset}/{g.model}"].result(),
+                f"{kind}-{g.dataset}-{g.model}",
+                f"{alt} {g.dataset} {g.model}",
+            )
+            for g in study.groups
         )
+
+    curves, fronts = tags("curves", "learning curves"), tags("pareto", "pareto")
+    rq1 = "".join(
+        _rq1(g, effects[f"{g.dataset}/{g.model}"], figures["effects"].get(f"{g.dataset}/{g.model}"), images)
         for g in study.groups
     )
-    fronts = "".join(
-        images.tag(plots.pareto(g), f"pareto-{g.dataset}-{g.model}", f"pareto {g.dataset} {g.model}")
-        for g in study.groups
-    )
-    rq1 = "".join(_rq1(g, effects[f"{g.dataset}/{g.model}"], images) for g in study.groups)
     skipped = "".join(
         f"<li>{escape(s['dataset'])} × {escape(s['model'])}: {escape(s['reason'])}</li>" for s in study.skipped
     )

@@ -6,14 +6,29 @@ Uses matplotlib's object API (``Figure``), not pyplot: no global state, no displ
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from perftune.analysis.effects import MetricEffects
 from perftune.report.page import png
 from perftune.results import GroupResult, TrialRecord, TrialState
 
+_PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#000000",
+]
 _STATUS_COLOR = {
     TrialState.COMPLETED: "#1f77b4",
     TrialState.STOPPED_BUDGET: "#d62728",
@@ -22,13 +37,22 @@ _STATUS_COLOR = {
 }
 
 
+def plain_numbers(axis: Any, minor: bool = False) -> None:
+    """Label a log axis with plain numbers (0.5, 2, 100), not 10^x; the minor ticks too with ``minor`` (for an
+    axis spanning less than a decade, which has one major tick or none)."""
+    plain = FuncFormatter(lambda value, _: f"{value:.6g}" if value >= 1 else f"{value:.2g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain if minor else NullFormatter())
+
+
 def learning_curves(
     group: GroupResult, histories: dict[str, list[dict[str, float]]], bounds: dict[str, float]
 ) -> bytes:
     """ML metric, training time and memory against steps, one line per trial; stopped trials end in ×."""
     primary = group.objectives[0].metric
     metrics = [primary, "train_time_s", "memory_mb"]
-    fig = Figure(figsize=(15, 3.8))
+    fig = Figure(figsize=(15, 4.2))
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.86, bottom=0.22, wspace=0.22)
     axes = fig.subplots(1, 3)
     for ax, metric in zip(axes, metrics, strict=True):
         for trial in group.trials:
@@ -46,11 +70,12 @@ def learning_curves(
             ax.axhline(bounds[metric], color="black", linestyle="--", linewidth=1, label=f"budget {bounds[metric]:g}")
             ax.legend(loc="best", fontsize=8)
         ax.set_xscale("log")
+        plain_numbers(ax.xaxis)
         ax.set_xlabel("steps")
         ax.set_title(metric)
     handles = [Line2D([], [], color=c, label=s) for s, c in _STATUS_COLOR.items()]
     handles.append(Line2D([], [], color="black", marker="x", linestyle="", label="stopped here"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.08))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(f"{group.dataset} × {group.model}: learning curves", fontsize=11)
     return png(fig)
 
@@ -60,6 +85,7 @@ def pareto(group: GroupResult) -> bytes:
     x_metric = group.objectives[1].metric if len(group.objectives) > 1 else "train_time_s"
     y_metric = group.objectives[0].metric
     fig = Figure(figsize=(6.5, 4.5))
+    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.13)
     ax = fig.subplots()
 
     def xy(trials: list[TrialRecord]) -> tuple[list[float], list[float]]:
@@ -95,25 +121,44 @@ def pareto(group: GroupResult) -> bytes:
 
 
 def effects_grid(results: list[MetricEffects], title: str) -> bytes:
-    """RQ1 marginal effects: one row per metric, one column per hyperparameter (median and IQR)."""
+    """RQ1 marginal effects, one panel per hyperparameter and one line per metric: the metric's median at each
+    value of the hyperparameter divided by its median at the first value (log scale), so that every metric
+    shares one axis and a point at 4 reads "four times the first value's". The legend gives each metric's
+    importance share for that hyperparameter. A metric whose medians are not all positive is left out."""
     params = sorted({e.param for r in results for e in r.effects})
-    fig = Figure(figsize=(3.6 * len(params), 2.4 * len(results)), layout="constrained")
-    axes = fig.subplots(len(results), len(params), squeeze=False)
-    for row, result in enumerate(results):
-        for col, param in enumerate(params):
-            ax = axes[row][col]
+    height = 2.9 * len(params) + 0.5
+    fig = Figure(figsize=(9.5, height))
+    fig.subplots_adjust(left=0.09, right=0.7, top=1 - 0.45 / height, bottom=0.5 / height, hspace=0.45)
+    axes = fig.subplots(len(params), 1, squeeze=False)[:, 0]
+    colors = {r.metric: _PALETTE[i % len(_PALETTE)] for i, r in enumerate(results)}
+    for ax, param in zip(axes, params, strict=True):
+        labels: list[Any] = []
+        span = [1.0, 1.0]
+        for result in results:
             effect = next((e for e in result.effects if e.param == param), None)
-            if effect is None:
-                ax.set_visible(False)
+            if effect is None or not effect.median or min(effect.median) <= 0:
                 continue
             numeric = all(isinstance(v, (int, float)) for v in effect.values)
             xs = effect.values if numeric else list(range(len(effect.values)))
-            ax.plot(xs, effect.median, marker="o", color="#1f77b4")
-            ax.fill_between(xs, effect.q25, effect.q75, alpha=0.25, color="#1f77b4")
+            labels = labels or ([] if numeric else [str(v) for v in effect.values])
+            share = result.importance.get(param)
+            ys = [m / effect.median[0] for m in effect.median]
+            span = [min(span[0], *ys), max(span[1], *ys)]
+            label = result.metric + (f" ({share:.0%})" if share is not None else "")
+            ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.4, color=colors[result.metric], label=label)
             if numeric and min(xs) > 0 and max(xs) / min(xs) >= 16:
                 ax.set_xscale("log")
-            share = result.importance.get(param)
-            ax.set_title(f"{result.metric} · {param}" + (f" ({share:.0%})" if share is not None else ""), fontsize=8)
-            ax.tick_params(labelsize=7)
+        if labels:
+            ax.set_xticks(range(len(labels)), labels)
+        ax.set_yscale("log")
+        plain_numbers(ax.yaxis, minor=span[1] / span[0] < 10)
+        if ax.get_xscale() == "log":
+            plain_numbers(ax.xaxis)
+        ax.axhline(1.0, color="#999999", linewidth=0.8)
+        ax.set_xlabel(param)
+        ax.set_ylabel("× median at first value")
+        ax.tick_params(labelsize=7)
+        if ax.lines:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, title="metric (importance)")
     fig.suptitle(title, fontsize=11)
     return png(fig)
