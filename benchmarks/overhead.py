@@ -13,7 +13,10 @@ The same 24 small SGD trials (529_pollen, linear regression, batch size × learn
   (e) through a plain ``joblib.Parallel(n_jobs=cores)`` loop (loky worker processes), the simplest parallel
       loop there is — no metrics, no budgets, no tracking.
 
-Both (b) and (c) are timed from before ``ray.init`` to after the last result, on a fresh Ray each; the
+(f) the floor: Ray start, one no-op trial per core through Tune, Ray stop — what any run on a local Ray pays.
+
+(b) is timed from before ``ray.init`` to after Ray's stop (the call returns then); (c) from before ``ray.init``
+to its last result, so (c) is spared Ray's stop (about a second here). Each runs on a fresh Ray; the
 modules of both (ray, mlflow, perftune) are imported before any timing, so neither pays import time.
 The fixed cost of a run (Ray start-up, worker processes, opening the MLflow store) does not depend on how
 long trials are, so the ratios are printed for two trial lengths (``--epochs``, default 12 and 30).
@@ -137,6 +140,27 @@ def run_raytune_default(data, epochs: int, workdir: Path) -> float:
     return elapsed
 
 
+def run_ray_floor(workdir: Path) -> float:
+    """What any local Ray Tune run pays whatever its trials: Ray start, one no-op trial per core (so that every
+    worker process starts), Ray stop. perftune cannot go below this with a local Ray."""
+    import ray
+    from ray import tune
+
+    def noop(config):
+        tune.report({"done": 1})
+
+    start = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        tune.Tuner(
+            noop,
+            param_space={"i": tune.grid_search(list(range(os.cpu_count() or 1)))},
+            run_config=tune.RunConfig(storage_path=str(workdir / "ray_floor"), name="floor", verbose=0),
+        ).fit()
+    ray.shutdown()
+    return time.perf_counter() - start
+
+
 def _val_mse(model: SGDRegressor, fold) -> float:
     return float(np.mean((model.predict(fold.X_val) - fold.y_val) ** 2))
 
@@ -179,6 +203,7 @@ def measure(data, epochs: int, cores: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         raw = run_raw(data, epochs)
+        floor = run_ray_floor(workdir)
         perftune_wall, trials = run_perftune(epochs, workdir)
         default_wall = run_raytune_default(data, epochs, workdir)
         optuna_wall = run_optuna(data, epochs, cores)
@@ -194,6 +219,8 @@ def measure(data, epochs: int, cores: int) -> dict[str, float]:
         "perftune_s": perftune_wall,
         "raytune_default_s": default_wall,
         "overhead": perftune_wall / (raw / cores),
+        "ray_floor_s": floor,
+        "floor_overhead": (raw / cores + floor) / (raw / cores),
         "raytune_default_over_perftune": default_wall / perftune_wall,
         "optuna_s": optuna_wall,
         "joblib_s": joblib_wall,
@@ -241,7 +268,15 @@ def main() -> None:
             f"{r['perftune_s'] / r['optuna_s']:>16.2f} {r['perftune_s'] / r['joblib_s']:>16.2f}"
         )
     print()
+    print(" ".join(f"{h:>{w}}" for h, w in zip(["epochs", "Ray floor", "floor overhead"], (6, 10, 15), strict=True)))
+    for r in rows:
+        print(f"{r['epochs']:>6} {r['ray_floor_s']:>9.2f}s {r['floor_overhead']:>15.2f}")
+    print()
     print("overhead = perftune wall / (raw / cores)   targets <= 1.3 (0.66 s trials), <= 1.15 (1.9 s trials)")
+    print(
+        "Ray floor = Ray start + one no-op Tune trial per core + Ray stop; floor overhead = (raw / cores + floor) /"
+        " (raw / cores): the lowest overhead any local Ray Tune run of these trials can have"
+    )
     print("default/perftune = Ray Tune defaults wall / perftune wall   target > 1")
     print(f"probe = probe time / trial time  ({rows[-1]['probe_us_per_sample']:.0f} µs per sample)")
     print("watchdog = watchdog thread CPU time / trial time   both = probe + watchdog   target < 1 %")
