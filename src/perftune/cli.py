@@ -828,6 +828,91 @@ def data_ingest(
         console.print(f"  cleaned: {action}")
 
 
+def _print_ingest(stored: Any) -> None:
+    counts = stored.report.get("counts", {})
+    console.print(
+        f"{'unchanged' if stored.reused else 'stored'}: store:{stored.name}@{stored.version} "
+        f"({stored.rows} {'texts' if stored.kind == 'text' else stored.kind}, labels "
+        f"{', '.join(map(str, stored.meta.get('classes', []))) or 'none'})"
+    )
+    console.print("files: " + (", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"))
+    flagged = [e for e in stored.report.get("files", []) if e["status"] in ("repaired", "rejected") and e["reason"]]
+    for entry in flagged[:10]:
+        console.print(f"  {entry['status']}: {entry['file']}: {entry['reason']}", highlight=False)
+    if len(flagged) > 10:
+        console.print(f"  … and {len(flagged) - 10} more (every file's outcome is in the version's report)")
+    for line in stored.report.get("actions", []) + stored.report.get("notes", []):
+        console.print(f"  {line}", highlight=False)
+
+
+@data_app.command("ingest-text")
+def data_ingest_text(
+    path: Annotated[str, typer.Argument(help="A zip or folder of text files (or 'bbc': the offline copy / download).")],
+    name: Annotated[str, typer.Option(help="Dataset name in the store (specs use store:NAME).")],
+    labels_from: Annotated[str, typer.Option(help="folders (each file's folder is its label) or none.")] = "folders",
+    invalid_utf8: Annotated[str, typer.Option(help="A file that is not UTF-8: replace, latin1 or reject.")] = "replace",
+    min_chars: Annotated[int, typer.Option(help="Files with fewer characters are rejected.")] = 20,
+    extensions: Annotated[str, typer.Option(help="Comma-separated file types to read.")] = ".txt",
+    duplicates: Annotated[str, typer.Option(help="Files with the same text: drop or keep.")] = "drop",
+    test_fraction: Annotated[float, typer.Option(help="Held-out test share of each label.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    workspace: Workspace = None,
+) -> None:
+    """Check every text file (encoding, length, type), label it, split it, and store a new version."""
+    from perftune.data.store import DataStore, rules_from_options
+    from perftune.data.unstructured import TextRules, ingest_text
+    from perftune.errors import UsageError
+
+    rules = rules_from_options(
+        TextRules,
+        invalid_utf8=invalid_utf8,
+        min_chars=min_chars,
+        extensions=tuple(
+            e.strip().lower() if e.strip().startswith(".") else f".{e.strip().lower()}" for e in extensions.split(",")
+        ),
+        duplicates=duplicates,
+    )
+    if labels_from not in ("folders", "none"):
+        raise UsageError(f"--labels-from must be folders or none, not {labels_from!r}")
+    store = DataStore(_settings(workspace=workspace).workspace)
+    _print_ingest(ingest_text(store, path, name, rules, labels_from, test_fraction, seed))  # type: ignore[arg-type]
+
+
+@data_app.command("ingest-images")
+def data_ingest_images(
+    path: Annotated[
+        str, typer.Argument(help="A folder of idx files (or 'fashion-mnist': the offline copy / download).")
+    ],
+    name: Annotated[str, typer.Option(help="Dataset name in the store (specs use store:NAME).")],
+    classes: Annotated[int | None, typer.Option(help="Labels must lie in 0 … classes-1.")] = None,
+    test_fraction: Annotated[float, typer.Option(help="Test share when the files come unsplit.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of a drawn split.")] = 0,
+    workspace: Workspace = None,
+) -> None:
+    """Check idx image and label files (magic, shape, dtype, label range) and store a new version."""
+    from perftune.data.store import DataStore
+    from perftune.data.unstructured import ingest_images
+
+    store = DataStore(_settings(workspace=workspace).workspace)
+    _print_ingest(ingest_images(store, path, name, classes, test_fraction, seed))
+
+
+@data_app.command("ingest-labels")
+def data_ingest_labels(
+    export: Annotated[Path, typer.Argument(help="A Label Studio JSON export (choices).")],
+    name: Annotated[str, typer.Option(help="The text dataset in the store to label.")],
+    test_fraction: Annotated[float, typer.Option(help="Held-out test share of each label.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    workspace: Workspace = None,
+) -> None:
+    """A new version of a text dataset with labels (and annotator, time) from a Label Studio export."""
+    from perftune.data.store import DataStore
+    from perftune.data.unstructured import ingest_labels
+
+    store = DataStore(_settings(workspace=workspace).workspace)
+    _print_ingest(ingest_labels(store, export, name, test_fraction, seed))
+
+
 @data_app.command("list")
 def data_list(
     name: Annotated[str | None, typer.Argument(help="Only this dataset's versions.")] = None,

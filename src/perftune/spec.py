@@ -152,6 +152,23 @@ def _is_number(value: Any) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+class TransformSpec(_Model):
+    """How text or image rows of the data store become features (cached; see :mod:`perftune.data.transforms`).
+
+    ``tfidf`` / ``counts``: a bag of words (TF-IDF weights or word counts) over the training split's vocabulary:
+    lower-cased words, English stop words dropped (``stop_words``), Porter-stemmed (``stem``), the
+    ``max_features`` most frequent terms in at least ``min_df`` documents, n-grams up to ``ngram_max``.
+    ``pixels``: each image's pixels scaled to 0…1, one feature per pixel (row-major).
+    """
+
+    kind: Literal["tfidf", "counts", "pixels"]
+    max_features: int = Field(default=5000, ge=10)
+    min_df: int = Field(default=2, ge=1)
+    ngram_max: int = Field(default=1, ge=1, le=3)
+    stem: bool = True
+    stop_words: bool = True
+
+
 class DatasetSpec(_Model):
     """One dataset. A plain string ``"diabetes"`` means ``{name: diabetes}`` (PMLB)."""
 
@@ -161,6 +178,7 @@ class DatasetSpec(_Model):
     target: str | None = None
     task: Task | None = None
     sample: int | None = Field(default=None, ge=10, description="random subsample of rows (seeded)")
+    transform: TransformSpec | None = Field(default=None, description="text/image store datasets: their features")
 
     @model_validator(mode="before")
     @classmethod

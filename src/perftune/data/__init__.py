@@ -42,6 +42,11 @@ def load_dataset(spec: DatasetSpec, *, seed: int = 0, where: Locations | None = 
     from perftune.data.sources import DEFAULT_SOURCE, read_table
 
     raw = read_table(spec, where)
+    if raw.kind != "table" or spec.transform is not None:
+        from perftune.data.sources import Locations
+        from perftune.data.transforms import dataset_from_unstructured
+
+        return dataset_from_unstructured(raw, spec, seed, (where or Locations.default()).workspace)
     return dataset_from_frame(
         raw.frame,
         name=spec.name,

@@ -31,6 +31,9 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     version: str | None = None  # the data store's version (store: datasets)
     weights: np.ndarray | None = None  # per-row sample weights (training draws rows in proportion to them)
+    test_rows: np.ndarray | None = None  # the held-out test rows when the data comes split (else drawn)
+    scaled: bool = False  # features already share one scale (pixels, TF-IDF): no per-fold standardization
+    transform: dict[str, object] | None = None  # how text/image rows became features (kind, options, cache)
 
     @property
     def n_rows(self) -> int:
@@ -56,6 +59,8 @@ class Dataset:
             card["version"] = self.version
         if self.classes is not None:
             card["classes"] = len(self.classes)
+        if self.transform:
+            card["transform"] = self.transform
         return card
 
 
@@ -66,7 +71,9 @@ def fingerprint_frame(frame: pd.DataFrame) -> str:
         column = frame[name]
         digest.update(f"{name}\x00{column.dtype}\x00".encode())
         values = column.to_numpy()
-        if values.dtype == object:
+        if values.dtype == object and len(values) and isinstance(values[0], bytes):  # e.g. images
+            digest.update(np.array([len(v) for v in values], dtype=np.int64).tobytes() + b"".join(values))
+        elif values.dtype == object:
             digest.update("\x1f".join(map(str, values)).encode())
         else:
             digest.update(np.ascontiguousarray(values).tobytes())

@@ -8,9 +8,9 @@ A source is one class with a ``name`` that implements :class:`Source` and is reg
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from perftune.errors import DatasetError
 from perftune.settings import default_workspace
@@ -70,6 +70,8 @@ class RawTable:
     task: str | None = None
     version: str | None = None  # the ML data store's version, for store: datasets
     weight: str | None = None  # a column of per-row sample weights (not a feature), e.g. retraining's recency
+    kind: str = "table"  # "text" / "images": unstructured rows that a transform turns into features
+    meta: dict[str, Any] = field(default_factory=dict)  # the store's facts about them (image size, fingerprint)
 
 
 class Source(Protocol):

@@ -51,8 +51,11 @@ def _can_stratify(y: np.ndarray, parts: int) -> bool:
 
 
 def holdout_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the training and the held-out test part (stratified for classification)."""
+    """Row indices of the training and the held-out test part (stratified for classification); data that comes
+    split (``dataset.test_rows``) keeps its own test part."""
     index = np.arange(dataset.n_rows)
+    if dataset.test_rows is not None:
+        return np.setdiff1d(index, dataset.test_rows), np.sort(dataset.test_rows)
     stratify = dataset.y if dataset.task == "classification" and _can_stratify(dataset.y, 2) else None
     train, test = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=stratify)
     return np.sort(train), np.sort(test)
@@ -96,7 +99,10 @@ def prepare(dataset: Dataset, evaluation: EvaluationSpec, seed: int) -> Prepared
     folds = []
     for fit_rows, val_rows in fold_indices(y, dataset.task, evaluation, seed):
         val_rows = weighted_draw(val_rows, w, seed)  # validation ranks trials on the weighted world too
-        X_fit, X_val = standardize(X[fit_rows], X[val_rows])
+        if dataset.scaled:
+            X_fit, X_val = X[fit_rows], X[val_rows]
+        else:
+            X_fit, X_val = standardize(X[fit_rows], X[val_rows])
         folds.append(Fold(X_fit, y[fit_rows], X_val, y[val_rows], w[fit_rows] if w is not None else None))
     return PreparedData(
         name=dataset.name,

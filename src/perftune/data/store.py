@@ -45,10 +45,16 @@ class CleaningRules:
 
 def cleaning_rules(**rules: str) -> CleaningRules:
     """Rules from option values (``missing="drop_rows"``, …); a bad value is a one-line :class:`UsageError`."""
+    return rules_from_options(CleaningRules, **rules)
+
+
+def rules_from_options(cls: type[Any], **values: Any) -> Any:
+    """A rules dataclass from command-line option values; a bad value is a one-line :class:`UsageError` that
+    names the option (``--invalid-utf8: Input should be 'replace', 'latin1' or 'reject'``)."""
     from pydantic import TypeAdapter, ValidationError
 
     try:
-        return TypeAdapter(CleaningRules).validate_python(rules)
+        return TypeAdapter(cls).validate_python(values)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
@@ -144,6 +150,8 @@ class StoredVersion:
     report: dict[str, Any]
     weight: str | None = None  # the column of sample weights, when the table has one
     lineage: dict[str, Any] = field(default_factory=dict)  # what it was built from (perftune-built tables)
+    kind: str = "table"  # "table", or unstructured rows: "text" (a text column), "images" (an image column)
+    meta: dict[str, Any] = field(default_factory=dict)  # kind-specific facts, e.g. the images' height and width
     reused: bool = False
 
 
@@ -179,9 +187,21 @@ class DataStore:
         report = validate(frame.drop(columns=[weight]) if weight else frame, target)
         return self._store(frame.reset_index(drop=True), name, target, source, {}, asdict(report), lineage, weight)
 
+    def put_unstructured(
+        self, frame: pd.DataFrame, name: str, kind: str, source: str, rules: dict[str, Any],
+        report: dict[str, Any], lineage: dict[str, Any], meta: dict[str, Any],
+    ) -> StoredVersion:  # fmt: skip
+        """Store text or image rows (see :mod:`perftune.data.unstructured`): one row per item, a ``label`` and a
+        ``split`` column; identical content → the same version."""
+        _check_name(name)
+        return self._store(
+            frame.reset_index(drop=True), name, "label", source, rules, report, lineage, kind=kind, meta=meta
+        )
+
     def _store(
-        self, cleaned: pd.DataFrame, name: str, target: str, source: str, rules: dict[str, str],
+        self, cleaned: pd.DataFrame, name: str, target: str, source: str, rules: dict[str, Any],
         report: dict[str, Any], lineage: dict[str, Any] | None = None, weight: str | None = None,
+        kind: str = "table", meta: dict[str, Any] | None = None,
     ) -> StoredVersion:  # fmt: skip
         fingerprint = fingerprint_frame(cleaned)
         version = fingerprint[:12]
@@ -199,9 +219,9 @@ class DataStore:
             name=name,
             version=version,
             target=target,
-            task=infer_task(cleaned[target]),
+            task="classification" if kind != "table" else infer_task(cleaned[target]),
             rows=len(cleaned),
-            features=cleaned.shape[1] - 1 - (1 if weight else 0),
+            features=int((meta or {}).get("features", 1)) if kind != "table" else cleaned.shape[1] - 1 - bool(weight),
             fingerprint=fingerprint,
             source=source,
             created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
@@ -209,6 +229,8 @@ class DataStore:
             report=report,
             weight=weight,
             lineage=lineage or {},
+            kind=kind,
+            meta=meta or {},
         )
         meta_tmp = folder / f".{version}.json.tmp"
         meta_tmp.write_text(json.dumps(asdict(stored), indent=2, default=str))
@@ -270,6 +292,8 @@ class StoreSource:
             task=spec.task or stored.task,
             version=stored.version,
             weight=stored.weight,
+            kind=stored.kind,
+            meta={**stored.meta, "fingerprint": stored.fingerprint},
         )
 
     def list(self, where: Locations, everything: bool = False) -> list[DatasetInfo]:

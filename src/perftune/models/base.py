@@ -35,6 +35,7 @@ class TaskInfo:
     task: str
     n_features: int
     classes: np.ndarray | None = None
+    threads: int = 1  # CPU threads the trainer may use (``cpus_per_trial``); single-threaded families ignore it
 
 
 class TrialDiverged(RuntimeError):
@@ -66,12 +67,20 @@ class Trainer(Protocol):
     def estimator(self) -> Any:
         """The underlying fitted model object (e.g. a scikit-learn estimator)."""
 
+    # Optional: ``unsupported(n_features) -> str | None`` (classmethod), why the family cannot take data with this
+    # many features (e.g. a CNN needs a square image), or None; studies skip such a dataset × family with the reason.
     # Optional: ``row_losses(served, X, y, task) -> np.ndarray`` (classmethod), the training loss of each row of
     # raw inputs ``X`` for the registered serving pipeline ``served``; monitoring reports their mean on labelled
     # scoring data as the realized ``loss`` beside the test split's. Families without it get no realized loss.
 
 
 _FAMILIES: dict[str, type[Trainer]] = {}
+
+
+def unsupported_features(family: type[Trainer], n_features: int) -> str | None:
+    """Why ``family`` cannot take ``n_features`` features (its optional ``unsupported`` hook), or None."""
+    check = getattr(family, "unsupported", None)
+    return check(n_features) if check is not None else None
 
 
 def register_family(cls: type[Trainer]) -> type[Trainer]:
@@ -82,7 +91,7 @@ def register_family(cls: type[Trainer]) -> type[Trainer]:
 
 def get_family(name: str) -> type[Trainer]:
     # Import the built-in families on first use so that registration happens without import cycles.
-    from perftune.models import sgd  # noqa: F401
+    from perftune.models import sgd, torch_nets  # noqa: F401
 
     try:
         return _FAMILIES[name]
@@ -92,7 +101,7 @@ def get_family(name: str) -> type[Trainer]:
 
 
 def family_names() -> list[str]:
-    from perftune.models import sgd  # noqa: F401
+    from perftune.models import sgd, torch_nets  # noqa: F401
 
     return sorted(_FAMILIES)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -33,6 +34,7 @@ import yaml
 
 from perftune.data import Dataset, Locations, PreparedData, data_dir, load_dataset, prepare
 from perftune.errors import ClusterUnavailableError, SpecError, StudyInterrupted, StudyStateError
+from perftune.models.base import unsupported_features
 from perftune.results import GroupResult, NoProgress, Progress, StudyResult, TrialRecord
 from perftune.spec import Spec, load_spec, parse_spec
 from perftune.track.lineage import lineage_tags
@@ -394,18 +396,18 @@ def _load_datasets(plan: StudyPlan) -> list[tuple[Dataset, PreparedData | None]]
 
 
 def _models_for(plan: StudyPlan, dataset: Dataset, skipped: list[dict[str, str]] | None = None) -> list[str]:
-    """The spec's models that support the dataset's task; the others are noted in ``skipped``."""
+    """The spec's models that support the dataset's task and its features; the others are noted in ``skipped``."""
     models = []
     for model in plan.spec.models:
         family = plan.families[model]
-        if dataset.task in family.tasks:
+        if dataset.task not in family.tasks:
+            reason = f"{model} does not support {dataset.task} ({', '.join(sorted(family.tasks))} only)"
+        else:
+            reason = unsupported_features(family, dataset.n_features)
+        if reason is None:
             models.append(model)
             continue
-        note = {
-            "dataset": dataset.name,
-            "model": model,
-            "reason": f"{model} does not support {dataset.task} ({', '.join(sorted(family.tasks))} only)",
-        }
+        note = {"dataset": dataset.name, "model": model, "reason": reason}
         if skipped is not None and note not in skipped:
             skipped.append(note)
     return models
@@ -507,6 +509,7 @@ def _group_run(plan: StudyPlan, dataset: Dataset, prepared: PreparedData, data_r
         latency_rows=spec.evaluation.latency_rows,
         report_interval_s=spec.execution.report_interval_s,
         throughput_batch=spec.evaluation.throughput_batch,
+        threads=max(1, math.floor(spec.execution.cpus_per_trial)),
     )
     return GroupRun(
         key=group_slug(dataset.name, model),

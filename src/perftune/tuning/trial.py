@@ -54,6 +54,7 @@ class TrialSettings:
     throughput_batch: int = 1024
     report_interval_s: float = 1.0
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    threads: int = 1  # CPU threads a trainer may use (the study's cpus_per_trial)
 
 
 def total_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
@@ -86,7 +87,7 @@ def run_trial(
             not unwind (stuck in native code); it must end the trial's process. None: wait for the thread.
     """
     params = validate_params(settings.family, config)
-    info = TaskInfo(task=data.task, n_features=data.n_features, classes=data.classes)
+    info = TaskInfo(task=data.task, n_features=data.n_features, classes=data.classes, threads=settings.threads)
     folds = data.folds
     trainers = [settings.family(params, info, settings.seed) for _ in folds]
     batch = int(params.batch_size)
