@@ -223,3 +223,17 @@ def test_a_transform_that_does_not_fit_the_data_is_a_spec_error(tmp_path, text_z
         load_dataset(DatasetSpec(name="store:news", transform={"kind": "pixels"}), where=where)
     with pytest.raises(SpecError, match="applies to text or image datasets"):
         load_dataset(DatasetSpec(name="diabetes", transform={"kind": "tfidf"}))
+
+
+def test_a_sample_keeps_the_stores_split_and_labels(tmp_path):
+    """The store's split was drawn with the same seed and labels a sample is drawn with: a sample stratified by
+    label alone would then take training rows only. It is stratified by label within each split."""
+    store = DataStore(tmp_path / "ws")
+    ingest_text(store, data_dir() / "bbc" / "bbc-fulltext.zip", "bbc", seed=0)
+    dataset = load_dataset(
+        DatasetSpec(name="store:bbc", sample=600, transform={"kind": "counts", "max_features": 50}),
+        seed=0,
+        where=Locations(tmp_path, tmp_path / "ws"),
+    )
+    assert len(dataset.y) == 600 and 110 <= len(dataset.test_rows) <= 130  # 426 of 2127 are test rows: 20 %
+    assert set(dataset.y[dataset.test_rows]) == set(dataset.classes)

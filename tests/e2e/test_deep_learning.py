@@ -18,7 +18,7 @@ models: [torch_mlp, torch_cnn]
 search:
   space:
     batch_size: [8, 64]
-    learning_rate: [0.0003, 0.003]
+    learning_rate: [0.00003, 0.0003, 0.003]  # the slowest learners give ASHA something to stop
     hidden_units: [32, 128]
     epochs: 8
   scheduler: {type: asha, metric: accuracy, mode: max, grace_period: 1, reduction_factor: 2}
@@ -42,7 +42,7 @@ def test_text_and_images_tune_with_asha_and_a_budget(ray_session, write_spec, tm
     for key in [("bbc", "torch_mlp"), ("fashion", "torch_mlp"), ("fashion", "torch_cnn")]:
         group = groups[key]
         statuses = {t.status for t in group.trials}
-        assert len(group.trials) == 8 and "failed" not in statuses, key
+        assert len(group.trials) == 12 and "failed" not in statuses, key
         stopped = [t for t in group.trials if t.status == "stopped_budget"]
         assert stopped and all(t.params["batch_size"] == 8 for t in stopped), key  # the only configs over 150 steps
         assert all(t.stop_reason["constraint"] == "steps <= 150" for t in stopped)
@@ -57,3 +57,113 @@ def test_text_and_images_tune_with_asha_and_a_budget(ray_session, write_spec, tm
         and card["features"] == 800
         and card["version"]
     )
+
+
+def test_a_text_model_registers_with_its_features_step_and_predicts_raw_articles(ray_session, write_spec, tmp_path):
+    import mlflow
+    import pandas as pd
+
+    from perftune.registry.register import register
+
+    store = DataStore(tmp_path / "ws")
+    ingest_text(store, data_dir() / "bbc" / "bbc-fulltext.zip", "bbc")
+    spec = write_spec(
+        DL_STUDY.replace("  - {name: 'store:fashion', sample: 1500}\n", "")
+        .replace("[torch_mlp, torch_cnn]", "[torch_mlp]")
+        .replace("sample: 300", "sample: 600")
+        + "gate: ['accuracy >= 0.8']\n"
+    )
+    result = perftune.tune(spec, out=tmp_path / "out")
+    registered = register(tmp_path / "out", "news")
+    assert registered.gate_passed and registered.test_metrics["accuracy"] >= 0.8
+    assert {"latency_ms_p95", "throughput_rps", "model_size_bytes"} <= set(registered.test_metrics)
+    assert registered.lineage["perftune.dataset.version"] == result.groups[0].dataset_card["version"]
+    with mlflow_uri(result.tracking["uri"]):
+        model = mlflow.pyfunc.load_model("models:/news/1")
+    assert [c.name for c in model.metadata.signature.inputs.inputs] == ["text"]  # served on raw text
+    articles = pd.DataFrame(
+        {
+            "text": [
+                "The striker scored twice and the team won the league match",
+                "The bank said profits and shares fell",
+            ]
+        }
+    )
+    assert list(model.predict(articles)) == ["sport", "business"]
+
+    # served on raw text: v2 BYTES, /invocations strings and CSV; the scoring log keeps the texts
+    from fastapi.testclient import TestClient
+
+    from perftune.serve.app import create_app
+    from perftune.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        reference="news@challenger",
+        tracking_uri=result.tracking["uri"],
+        scoring_uri=f"sqlite:///{tmp_path / 'scoring.db'}",
+    )
+    with TestClient(create_app(settings)) as client:
+        texts = articles.text.tolist()
+        v2 = client.post(
+            "/v2/models/news/infer",
+            json={"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": texts}]},
+        )
+        assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == ["sport", "business"]
+        assert client.post("/invocations", json={"inputs": texts}).json() == {"predictions": ["sport", "business"]}
+        records = client.post("/invocations", json={"dataframe_records": [{"text": texts[1]}]})
+        assert records.json() == {"predictions": ["business"]}
+        csv = client.post("/invocations", content=f"text\n{texts[0]}\n".encode(), headers={"content-type": "text/csv"})
+        assert csv.json() == {"predictions": ["sport"]}
+        wrong = client.post("/invocations", json={"inputs": [1.5]})
+        assert wrong.status_code == 422 and "must be a text" in wrong.json()["error"]
+        numbers = client.post(
+            "/v2/models/news/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}]}
+        )
+        assert numbers.status_code == 422 and "takes text (BYTES)" in numbers.json()["error"]
+        meta = client.get("/v2/models/news").json()
+        assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+
+
+def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, write_spec, tmp_path):
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from perftune.data.unstructured import read_idx
+    from perftune.registry.register import register
+    from perftune.serve.app import create_app
+    from perftune.serve.settings import ServeSettings
+
+    ingest_images(DataStore(tmp_path / "ws"), data_dir() / "fashion-mnist", "fashion", classes=10)
+    spec = write_spec(
+        DL_STUDY.replace("  - {name: 'store:bbc', sample: 300, transform: {kind: tfidf, max_features: 800}}\n", "")
+        .replace("[torch_mlp, torch_cnn]", "[torch_cnn]")
+        .replace("batch_size: [8, 64]", "batch_size: [64]")
+    )
+    result = perftune.tune(spec, out=tmp_path / "out")
+    registered = register(tmp_path / "out", "fashion")
+    assert registered.test_metrics["accuracy"] > 0.5  # 10 classes, 1500 images
+    images = read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[:4]
+    settings = ServeSettings(
+        reference="fashion@challenger",
+        tracking_uri=result.tracking["uri"],
+        scoring_uri=f"sqlite:///{tmp_path / 's.db'}",
+    )
+    with TestClient(create_app(settings)) as client:
+        square = client.post(
+            "/v2/models/fashion/infer",
+            json={"inputs": [{"name": "image", "shape": [4, 28, 28], "datatype": "UINT8", "data": images.tolist()}]},
+        )
+        flat = client.post("/invocations", json={"inputs": images.reshape(4, 784).tolist()})
+        assert square.status_code == 200 and flat.status_code == 200
+        assert square.json()["outputs"][0]["data"] == flat.json()["predictions"]  # the same images, either shape
+        assert set(flat.json()["predictions"]) <= set(range(10))
+        wrong = client.post("/invocations", json={"inputs": np.zeros((1, 27, 27)).tolist()})
+        assert wrong.status_code == 422 and "[N, 28, 28] or [N, 784]" in wrong.json()["error"]
+        bright = client.post("/invocations", json={"inputs": np.full((1, 784), 256).tolist()})
+        assert bright.status_code == 422 and "0…255" in bright.json()["error"]
+
+
+def mlflow_uri(uri: str):
+    from perftune.track.uri import mlflow_store
+
+    return mlflow_store(uri)

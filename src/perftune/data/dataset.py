@@ -34,6 +34,7 @@ class Dataset:
     test_rows: np.ndarray | None = None  # the held-out test rows when the data comes split (else drawn)
     scaled: bool = False  # features already share one scale (pixels, TF-IDF): no per-fold standardization
     transform: dict[str, object] | None = None  # how text/image rows became features (kind, options, cache)
+    raw_inputs: np.ndarray | None = None  # the rows as served (texts N×1, images N×H×W) when features are derived
 
     @property
     def n_rows(self) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from perftune.data.dataset import Dataset, _subsample
 from perftune.data.sources import RawTable
@@ -64,7 +65,7 @@ class WordAnalyzer:
         return stem
 
 
-class TextFeatures:
+class TextFeatures(TransformerMixin, BaseEstimator):
     """A fitted bag of words: raw texts → float32 feature rows (what serving applies to a request)."""
 
     def __init__(self, spec: TransformSpec) -> None:
@@ -81,12 +82,13 @@ class TextFeatures:
             dtype=np.float32,
         )
 
-    def fit(self, texts: list[str]) -> TextFeatures:
-        self.vectorizer.fit(texts)
+    def fit(self, texts: Any, y: Any = None) -> TextFeatures:
+        self.vectorizer.fit(as_texts(texts))
         return self
 
-    def transform(self, texts: list[str]) -> np.ndarray:
-        return self.vectorizer.transform(texts).toarray().astype(np.float32, copy=False)
+    def transform(self, texts: Any) -> np.ndarray:
+        """Texts as a list, an N or N×1 array, or a table with a ``text`` column → feature rows."""
+        return self.vectorizer.transform(as_texts(texts)).toarray().astype(np.float32, copy=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -97,16 +99,31 @@ class TextFeatures:
         return set(self.vectorizer.vocabulary_)
 
 
-class PixelFeatures:
+def as_texts(texts: Any) -> list[str]:
+    """A list of strings from what a caller or a server hands over (bytes are read as UTF-8)."""
+    if isinstance(texts, pd.DataFrame):
+        if TEXT_COLUMN not in texts.columns:
+            raise ValueError(f"expected a {TEXT_COLUMN!r} column, got {list(texts.columns)}")
+        texts = texts[TEXT_COLUMN].to_numpy()
+    values = np.asarray(texts, dtype=object).reshape(-1)
+    return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in values]
+
+
+class PixelFeatures(TransformerMixin, BaseEstimator):
     """Images (N×H×W or N×H·W, 0…255) → float32 rows of H·W pixels scaled to 0…1."""
 
     def __init__(self, height: int, width: int) -> None:
         self.height, self.width = height, width
 
-    def fit(self, images: np.ndarray) -> PixelFeatures:
+    def fit(self, images: Any = None, y: Any = None) -> PixelFeatures:
         return self
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
     def transform(self, images: np.ndarray) -> np.ndarray:
+        if isinstance(images, pd.DataFrame):
+            images = images.to_numpy()
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 3 and images.shape[1:] == (self.height, self.width):
             images = images.reshape(len(images), -1)
@@ -145,7 +162,9 @@ def dataset_from_unstructured(raw: RawTable, spec: DatasetSpec, seed: int, works
     y_all = frame[LABEL_COLUMN].to_numpy()
     notes = []
     if spec.sample is not None and spec.sample < len(frame):
-        rows = np.sort(_subsample(y_all, spec.sample, seed, stratify=True))
+        # stratified by label within each split: the sample keeps the store's split and its class balance
+        strata = np.array([f"{label}|{split}" for label, split in zip(y_all, frame[SPLIT_COLUMN], strict=True)])
+        rows = np.sort(_subsample(strata, spec.sample, seed, stratify=True))
         frame = frame.iloc[rows].reset_index(drop=True)
         notes.append(f"stratified subsample of {spec.sample} of {len(y_all)} rows (seed {seed})")
     key = cache_key(raw.version or "unversioned", transform, spec.sample, seed)
@@ -154,6 +173,15 @@ def dataset_from_unstructured(raw: RawTable, spec: DatasetSpec, seed: int, works
     X, names = _cached(folder, lambda: _fit_transform(raw, transform, frame, ~test))
     y = frame[LABEL_COLUMN].to_numpy()
     classes = np.unique(y)
+    if test.all() or not test.any():
+        raise DatasetError(
+            f"dataset {spec.name!r} has {int(test.sum())} test rows of {len(test)}: it needs both a training and a "
+            "test split (ingest it again with --test-fraction, or raise 'sample')"
+        )
+    if raw.kind == "text":
+        raw_inputs = frame[TEXT_COLUMN].to_numpy(dtype=object).reshape(-1, 1)
+    else:
+        raw_inputs = images_array(frame, int(raw.meta["height"]), int(raw.meta["width"]))
     if len(classes) < 2:
         raise DatasetError(f"dataset {spec.name!r} needs at least 2 labels, found {len(classes)}")
     return Dataset(
@@ -171,6 +199,7 @@ def dataset_from_unstructured(raw: RawTable, spec: DatasetSpec, seed: int, works
         version=raw.version,
         test_rows=np.flatnonzero(test),
         scaled=True,
+        raw_inputs=raw_inputs,
         transform={
             "data": raw.kind,
             **transform.model_dump(),

@@ -26,8 +26,6 @@ from pydantic import Field
 
 from perftune.models.base import TaskInfo, TrainingParams, TrialDiverged, register_family
 
-EVAL_BATCH = 2048
-
 
 class TorchParams(TrainingParams):
     """Hyperparameters shared by the PyTorch families."""
@@ -100,12 +98,7 @@ class _TorchTrainer:
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """The network's outputs for ``X`` (evaluation mode, in batches)."""
-        import torch
-
-        self.net.eval()
-        with torch.inference_mode():
-            parts = [self.net(self._inputs(X[i : i + EVAL_BATCH])).numpy() for i in range(0, len(X), EVAL_BATCH)]
-        return np.concatenate(parts) if parts else np.empty((0, len(self.classes)), dtype=np.float32)
+        return self.estimator.logits(X)  # one implementation: the served classifier's
 
     def evaluate(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         import torch
@@ -118,12 +111,7 @@ class _TorchTrainer:
         return {"val_loss": loss, "accuracy": accuracy}
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes[np.argmax(self.logits(X), axis=1)]
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        logits = self.logits(X)
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        return self.estimator.predict(X)
 
     def serialize(self) -> bytes:
         import torch
@@ -134,7 +122,10 @@ class _TorchTrainer:
 
     @property
     def estimator(self) -> Any:
-        return self.net
+        """The network as a scikit-learn classifier (:class:`perftune.models.torch_estimator.TorchClassifier`)."""
+        from perftune.models.torch_estimator import TorchClassifier
+
+        return TorchClassifier(self.net, self.classes)
 
 
 @register_family

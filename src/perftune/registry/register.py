@@ -146,7 +146,7 @@ class Refitted:
 
     pipeline: Any
     metrics: dict[str, float]
-    frame: pd.DataFrame  # the test features, raw, with their names
+    frame: Any  # the test inputs as served: a table with feature names (tables, texts) or an N×H×W array (images)
     predictions: np.ndarray
     dataset: Dataset
     plan: RefitPlan  # a store: dataset pinned to the version that was read
@@ -187,9 +187,6 @@ class Refitted:
 
 def refit(plan: RefitPlan) -> Refitted:
     """Refit ``plan``'s configuration on the whole training part; measure it on the test part."""
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
     where = Locations.default(Path(plan.workspace), recorded_data_dir=plan.data_dir)
     dataset = load_dataset(plan.dataset, seed=plan.seed, where=where)
     if dataset.version and "@" not in plan.dataset.name:
@@ -199,7 +196,9 @@ def refit(plan: RefitPlan) -> Refitted:
     train, test = holdout_split(dataset, evaluation.test_fraction, plan.seed)
     weights = dataset.weights
     test = weighted_draw(test, weights, plan.seed)  # with sample weights, the test metrics are weighted ones
-    X_train, X_test = standardize(dataset.X[train], dataset.X[test])
+    X_train, X_test = (
+        (dataset.X[train], dataset.X[test]) if dataset.scaled else standardize(dataset.X[train], dataset.X[test])
+    )
     prepared = PreparedData(
         dataset.name,
         dataset.task,
@@ -220,10 +219,7 @@ def refit(plan: RefitPlan) -> Refitted:
     result = run_trial(plan.params, prepared, settings, report=lambda window: None, on_finish=fitted.extend)
     if result["trial_status"] != TrialState.COMPLETED:
         raise PerftuneError(f"refitting {plan.family} {plan.params} did not complete: {result.get('error', result)}")
-    # fitted on named columns: the served pipeline knows (and checks) its feature names
-    scaler = StandardScaler().fit(pd.DataFrame(dataset.X[train], columns=dataset.feature_names))
-    pipeline = Pipeline([("standardize", scaler), ("model", fitted[0].estimator)])
-    frame = pd.DataFrame(dataset.X[test], columns=dataset.feature_names)
+    pipeline, frame, predict, raw_test = _served_pipeline(dataset, train, test, fitted[0].estimator)
     probe = Probe()  # the peak of RSS − shared across one batch predict
     predictions = pipeline.predict(frame)
     peak = probe.sample().memory_mb_peak
@@ -235,15 +231,48 @@ def refit(plan: RefitPlan) -> Refitted:
     metrics = {("test_loss" if k == "val_loss" else k): v for k, v in metrics.items()}
     metrics.update(
         measure_inference(
-            lambda X: pipeline.predict(pd.DataFrame(X, columns=dataset.feature_names)),
+            predict,
             lambda: cloudpickle.dumps(pipeline),  # the bytes MLflow's sklearn flavor writes (cloudpickle format)
-            dataset.X[test],
+            raw_test,
             latency_rows=evaluation.latency_rows,
             throughput_batch=evaluation.throughput_batch,
         )
     )
     metrics["predict_memory_mb"] = peak
     return Refitted(pipeline, metrics, frame, predictions, dataset, plan, train, test)
+
+
+def _served_pipeline(
+    dataset: Dataset, train: np.ndarray, test: np.ndarray, model: Any
+) -> tuple[Any, Any, Any, np.ndarray]:
+    """The pipeline as served (features step + model), the test inputs it takes, a predict over raw rows (for
+    the inference measurements) and those raw test rows.
+
+    Tables: the training part's standardization fitted on named columns (the served pipeline knows and checks
+    its feature names). Text and images: the cached transform fitted on the training split (a bag of words,
+    pixel scaling), taking texts (a ``text`` column) or images (N×H×W) as they arrive.
+    """
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if dataset.transform is not None and dataset.raw_inputs is not None:
+        from perftune.data.transforms import load_fitted
+
+        features = load_fitted(str(dataset.transform["fitted"]))
+        pipeline = Pipeline([("features", features), ("model", model)])
+        raw_test = dataset.raw_inputs[test]
+        if raw_test.ndim == 2:  # texts, one per row
+            return (
+                pipeline,
+                pd.DataFrame({"text": raw_test[:, 0]}),
+                lambda X: pipeline.predict(pd.DataFrame({"text": X[:, 0]})),
+                raw_test,
+            )
+        return pipeline, raw_test, pipeline.predict, raw_test
+    scaler = StandardScaler().fit(pd.DataFrame(dataset.X[train], columns=dataset.feature_names))
+    pipeline = Pipeline([("standardize", scaler), ("model", model)])
+    frame = pd.DataFrame(dataset.X[test], columns=dataset.feature_names)
+    return pipeline, frame, lambda X: pipeline.predict(pd.DataFrame(X, columns=dataset.feature_names)), dataset.X[test]
 
 
 def refit_version(version: Any, purpose: str) -> Refitted:
@@ -303,13 +332,18 @@ def register(
             + "; ".join(c.message() for c in checks if not c.passed)
             + " (use --force to register anyway, tagged gate=failed)"
         )
+    from perftune.explain.importance import log_importance, permutation_importance
     from perftune.monitor.reference import budgets_of, log_profile
 
-    profile = refitted.profile(spec.monitor, budgets_of(spec.constraints))  # a bad monitor: section fails here
-    from perftune.explain.importance import log_importance, permutation_importance
-
-    importance = permutation_importance(
-        refitted.pipeline, refitted.frame, refitted.dataset.y[refitted.test], refitted.dataset.task, spec.seed
+    tabular = refitted.dataset.transform is None
+    # Monitoring profiles and permutation importance read named numeric columns: tables only (for now).
+    profile = refitted.profile(spec.monitor, budgets_of(spec.constraints)) if tabular else None
+    importance = (
+        permutation_importance(
+            refitted.pipeline, refitted.frame, refitted.dataset.y[refitted.test], refitted.dataset.task, spec.seed
+        )
+        if tabular
+        else None
     )
     uri = normalize_tracking_uri(tracking_uri) if tracking_uri else study.tracking["uri"]
     registry = ModelRegistry(uri)  # fails early (before any write) on a store without an audit log
@@ -334,8 +368,9 @@ def register(
         ],
     )
     client.log_dict(run_id, [c.__dict__ for c in checks], "gate.json")
-    log_profile(client, run_id, profile)
-    log_importance(client, run_id, importance, refitted.dataset.task)
+    if profile is not None and importance is not None:
+        log_profile(client, run_id, profile)
+        log_importance(client, run_id, importance, refitted.dataset.task)
     with mlflow_store(uri):  # the fluent calls below read MLflow's process-wide URIs
         with mlflow.start_run(run_id=run_id):
             info = mlflow.sklearn.log_model(
@@ -343,7 +378,7 @@ def register(
                 name="model",
                 serialization_format="cloudpickle",
                 signature=infer_signature(refitted.frame, refitted.predictions),
-                input_example=refitted.frame.iloc[:2],
+                input_example=refitted.frame[:2],
             )
         client.set_terminated(run_id)
         version = mlflow.register_model(

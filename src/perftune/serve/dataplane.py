@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import orjson
 from starlette.concurrency import run_in_threadpool
 
@@ -58,8 +59,17 @@ class Reply:
 
 
 def encode(body: Any) -> bytes:
-    """A JSON document as bytes (numpy arrays and scalars included); bytes pass through as they are."""
-    return body if isinstance(body, bytes) else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    """A JSON document as bytes (numpy arrays and scalars included, string labels too); bytes pass through."""
+    if isinstance(body, bytes):
+        return body
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY, default=_object_array)
+
+
+def _object_array(value: Any) -> Any:
+    """orjson serializes numeric numpy arrays itself; an array of objects (e.g. text labels) goes as a list."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 async def read_json(body: Body, empty: Any = None) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +31,33 @@ def v2_datatype(dtype: np.dtype) -> str:
 
 @dataclass(frozen=True)
 class InputSchema:
-    """The columns a model takes, in order, from its MLflow signature."""
+    """What a model takes, from its MLflow signature: named columns in order (``kind`` table); one ``text``
+    column of strings (``kind`` text: raw articles, one per row); or images of ``shape`` H×W (``kind`` image),
+    parsed to rows of H·W pixels."""
 
     names: list[str]
     types: list[str]  # MLflow column types
+    kind: str = "table"
+    shape: tuple[int, ...] = ()  # an image's height and width
 
     @property
     def n_features(self) -> int:
-        return len(self.names)
+        return math.prod(self.shape) if self.kind == "image" else len(self.names)
+
+
+def _schema(inputs: Any) -> InputSchema | None:
+    """The input schema of a signature, or None when it is none perftune serves."""
+    if inputs.has_input_names():
+        columns = inputs.inputs
+        schema = InputSchema([c.name for c in columns], [str(c.type.name) for c in columns])
+        if schema.names == ["text"] and schema.types == ["string"]:
+            return InputSchema(["text"], ["string"], kind="text")
+        return schema
+    tensors = inputs.inputs
+    if len(tensors) == 1 and len(tensors[0].shape) == 3 and tensors[0].shape[0] == -1:
+        height, width = tensors[0].shape[1:]
+        return InputSchema(["image"], [str(tensors[0].type)], kind="image", shape=(int(height), int(width)))
+    return None
 
 
 @dataclass
@@ -87,13 +107,26 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
     except Exception as exc:  # a missing or corrupt artifact: say which version and where
         raise PerftuneError(f"cannot load {name} v{number} from {version.source}: {exc}") from exc
     signature = pyfunc.metadata.signature
-    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
-        raise PerftuneError(f"{name} v{number} has no named input signature; register it with perftune register")
-    columns = signature.inputs.inputs
-    schema = InputSchema([c.name for c in columns], [str(c.type.name) for c in columns])
+    schema = _schema(signature.inputs) if signature is not None and signature.inputs is not None else None
+    if schema is None:
+        raise PerftuneError(
+            f"{name} v{number} has no input signature perftune serves (named columns, a text column, or N×H×W "
+            "images); register it with perftune register"
+        )
     flavors = pyfunc.metadata.flavors
     explainer = None
-    if "sklearn" in flavors:
+    if schema.kind != "table" and "sklearn" in flavors:  # texts and images: the pipeline's features step reads them
+        pipeline = pyfunc.get_raw_model()
+        platform = "sklearn"
+        if schema.kind == "text":
+
+            def predict(X: np.ndarray) -> Any:
+                return pipeline.predict(pd.DataFrame({"text": X[:, 0]}))
+        else:
+
+            def predict(X: np.ndarray) -> Any:
+                return pipeline.predict(X.reshape(len(X), *schema.shape))
+    elif "sklearn" in flavors:
         raw = _strip_feature_names(pyfunc.get_raw_model())
         predict = raw.predict
         platform = "sklearn"
@@ -109,7 +142,7 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
             return pyfunc.predict(pd.DataFrame(X, columns=schema.names))
 
         platform = next(iter(k for k in flavors if k != "python_function"), "python_function")
-    probe = predict(np.zeros((1, schema.n_features)))
+    probe = predict(np.array([["a"]], dtype=object) if schema.kind == "text" else np.zeros((1, schema.n_features)))
     load_seconds = time.perf_counter() - started
     return LoadedModel(
         name,

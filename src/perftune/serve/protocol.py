@@ -138,6 +138,8 @@ def v2_request(payload: Any, schema: InputSchema) -> tuple[np.ndarray, str | Non
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError(422, "'inputs' must be a non-empty list of tensors {name, shape, datatype, data}")
+    if schema.kind != "table":
+        return _v2_unstructured(inputs, schema), request_id
     tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
     if len(tensors) == 1 and tensors[0][0] not in schema.names:
         name, shape, values = tensors[0]
@@ -209,10 +211,18 @@ def v2_metadata(model: LoadedModel) -> dict[str, Any]:
         "name": model.name,
         "versions": [model.version],
         "platform": model.platform,
-        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, s.n_features]}],
+        "inputs": [_metadata_input(s)],
         "outputs": [{"name": "predict", "datatype": model.output_datatype, "shape": [-1]}],
         "parameters": {"feature_names": s.names, "feature_types": s.types},
     }
+
+
+def _metadata_input(schema: InputSchema) -> dict[str, Any]:
+    if schema.kind == "text":
+        return {"name": "text", "datatype": "BYTES", "shape": [-1]}
+    if schema.kind == "image":
+        return {"name": "image", "datatype": "FP64", "shape": [-1, *schema.shape]}
+    return {"name": "input-0", "datatype": "FP64", "shape": [-1, schema.n_features]}
 
 
 # ------------------------------------------------------------------------------------------ MLflow /invocations
@@ -231,6 +241,8 @@ def invocations_request(payload: Any, schema: InputSchema) -> np.ndarray:
         )
     kind = given[0]
     body = payload[kind]
+    if schema.kind != "table":
+        return _invocations_unstructured(kind, body, schema)
     if kind == "dataframe_split":
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise RequestError(422, "dataframe_split needs {'columns': [...], 'data': [[...], ...]}")
@@ -278,10 +290,16 @@ def csv_request(body: bytes, schema: InputSchema) -> np.ndarray:
     """A CSV body with a header row (MLflow's ``text/csv``)."""
     import pandas as pd
 
+    if schema.kind == "image":
+        raise RequestError(415, "this model takes images: send JSON ('inputs': [N, H, W] or [N, H·W] pixel arrays)")
     try:
-        frame = pd.read_csv(io.BytesIO(body))
+        frame = pd.read_csv(io.BytesIO(body), dtype=str if schema.kind == "text" else None, keep_default_na=False)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise RequestError(400, f"malformed CSV: {str(exc).splitlines()[0][:200]}") from None
+    if schema.kind == "text":
+        if list(frame.columns) != ["text"]:
+            raise RequestError(422, "csv: this model takes one column, 'text' (a header line, then one text per row)")
+        return _texts(frame["text"].tolist(), "csv")
     columns = {str(c): frame[c].to_numpy() for c in frame.columns}
     if set(columns) != set(schema.names) or len(columns) != len(frame.columns):
         # the first line may be data (a CSV without a header): never echo it, only count what matches
@@ -293,3 +311,87 @@ def csv_request(body: bytes, schema: InputSchema) -> np.ndarray:
         )
     ordered = _by_name(columns, schema, "csv")
     return _rows(_numbers(np.column_stack(ordered) if ordered else [], "csv"), schema, "csv")
+
+
+# ------------------------------------------------------------------------------------------ texts and images
+MAX_TEXT_CHARS = 200_000  # one article is a few thousand characters
+
+
+def _texts(values: Any, what: str) -> np.ndarray:
+    """Strings → an N×1 object array, refusing anything that is not a non-empty list of strings."""
+    flat = _flatten(values)
+    if not flat:
+        raise RequestError(422, f"{what}: empty input; send at least one text")
+    for value in flat:
+        if not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            raise RequestError(422, f"{what}: every input must be a text (a string), got {kind}")
+        if len(value) > MAX_TEXT_CHARS:
+            raise RequestError(422, f"{what}: a text of {len(value)} characters; at most {MAX_TEXT_CHARS}")
+    return np.array(flat, dtype=object).reshape(-1, 1)
+
+
+def _images(values: np.ndarray, schema: InputSchema, what: str) -> np.ndarray:
+    """Pixel values shaped [N, H, W] or [N, H·W] → rows of H·W pixels (float64), each in 0…255."""
+    height, width = schema.shape
+    if values.ndim == 3 and values.shape[1:] == (height, width):
+        values = values.reshape(len(values), -1)
+    if values.ndim != 2 or values.shape[1] != height * width:
+        raise RequestError(
+            422,
+            f"{what}: images must be shaped [N, {height}, {width}] or [N, {height * width}], got {list(values.shape)}",
+        )
+    if values.shape[0] == 0:
+        raise RequestError(422, f"{what}: empty input; send at least one image")
+    if values.min() < 0 or values.max() > 255:
+        raise RequestError(422, f"{what}: pixel values must lie in 0…255")
+    return values
+
+
+def _v2_unstructured(inputs: list[Any], schema: InputSchema) -> np.ndarray:
+    """One v2 tensor of texts (BYTES, shape [N] or [N, 1]) or of images (numbers, [N, H, W] or [N, H·W])."""
+    if len(inputs) != 1:
+        raise RequestError(422, f"this model takes one input tensor ({schema.names[0]}), got {len(inputs)}")
+    if schema.kind == "image":
+        name, shape, values = _tensor(inputs[0], 0)
+        return _images(values.reshape(shape), schema, name)
+    tensor = inputs[0]
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) or not tensor["name"]:
+        raise RequestError(422, "inputs[0] must be an object {name, shape, datatype, data} with a non-empty name")
+    name, shape, data = tensor["name"], tensor.get("shape"), tensor.get("data")
+    if tensor.get("datatype") != "BYTES":
+        raise RequestError(
+            422, f"{name}: datatype {str(tensor.get('datatype'))[:20]!r}, but the model takes text (BYTES)"
+        )
+    if not isinstance(shape, list) or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise RequestError(422, f"{name}: a text tensor has shape [N] or [N, 1], got {shape}")
+    texts = _texts(data if data is not None else [], name)
+    if len(texts) != shape[0]:
+        raise RequestError(422, f"{name}: shape {shape} holds {shape[0]} texts, 'data' has {len(texts)}")
+    return texts
+
+
+def _invocations_unstructured(kind: str, body: Any, schema: InputSchema) -> np.ndarray:
+    """/invocations for texts (``inputs``/``instances``: a list of strings or {"text": [...]}; the dataframe
+    formats with one ``text`` column) and images (``inputs``/``instances``: [N, H, W] or [N, H·W] arrays)."""
+    if schema.kind == "image":
+        if kind not in ("inputs", "instances"):
+            raise RequestError(422, f"{kind}: send images as 'inputs' or 'instances' ([N, H, W] or [N, H·W] arrays)")
+        return _images(_numbers(body, kind), schema, kind)
+    if kind == "dataframe_split":
+        if (
+            not isinstance(body, dict)
+            or body.get("columns", ["text"]) != ["text"]
+            or not isinstance(body.get("data"), list)
+        ):
+            raise RequestError(422, "dataframe_split needs {'columns': ['text'], 'data': [['…'], …]}")
+        return _texts(body["data"], kind)
+    if kind == "dataframe_records" or (isinstance(body, list) and body and all(isinstance(r, dict) for r in body)):
+        if not isinstance(body, list) or not all(isinstance(r, dict) and list(r) == ["text"] for r in body):
+            raise RequestError(422, f"{kind} must be a list of {{'text': '…'}} objects")
+        return _texts([r["text"] for r in body], kind)
+    if isinstance(body, dict):
+        if list(body) != ["text"]:
+            raise RequestError(422, f"{kind}: this model takes one column, 'text'")
+        body = body["text"]
+    return _texts(body if isinstance(body, list) else [body], kind)

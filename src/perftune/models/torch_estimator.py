@@ -1,0 +1,43 @@
+"""A fitted PyTorch network as a scikit-learn classifier: the last step of a served pipeline (after its features
+step), so that registering, serving and explaining treat it like every other family's estimator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+EVAL_BATCH = 2048
+
+
+class TorchClassifier(ClassifierMixin, BaseEstimator):
+    """A fitted network as a scikit-learn-style classifier (``classes_``, ``predict``, ``predict_proba``): the
+    last step of the served pipeline, after the features step."""
+
+    def __init__(self, net: Any, classes: np.ndarray) -> None:
+        self.net, self.classes = net, classes
+        self.classes_ = np.asarray(classes)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def fit(self, X: Any, y: Any = None) -> TorchClassifier:  # the pipeline protocol; training is the trial's
+        return self
+
+    def logits(self, X: Any) -> np.ndarray:
+        import torch
+
+        X = np.asarray(X, dtype=np.float32)
+        self.net.eval()
+        with torch.inference_mode():
+            parts = [self.net(torch.from_numpy(X[i : i + EVAL_BATCH])).numpy() for i in range(0, len(X), EVAL_BATCH)]
+        return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)), dtype=np.float32)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.logits(X), axis=1)]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        logits = self.logits(X)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
