@@ -82,3 +82,17 @@ _m("latency_ms_p50", "min", "final", "none", "median latency of single-row predi
 _m("latency_ms_p95", "min", "final", "none", "95th percentile latency of single-row predict (ms)")
 _m("throughput_rps", "max", "final", "none", "rows predicted per second in batches")
 _m("model_size_bytes", "min", "final", "none", "size of the serialized model")
+# post-training compression (families that compress: quantization, pruning); the plain metrics are after it
+_m(
+    "accuracy_uncompressed",
+    "max",
+    "final",
+    "none",
+    "validation accuracy before compression",
+    frozenset({"classification"}),
+)
+_m("accuracy_drop", "min", "final", "none", "validation accuracy lost to compression (before − after)",
+   frozenset({"classification"}))  # fmt: skip
+_m("model_size_bytes_uncompressed", "min", "final", "none", "serialized size before compression")
+_m("latency_ms_p95_uncompressed", "min", "final", "none", "single-row latency p95 before compression (ms)")
+_m("sparsity", "max", "final", "none", "fraction of weights that are zero after pruning")

@@ -35,6 +35,10 @@ class TorchParams(TrainingParams):
     weight_decay: float = Field(default=0.0, ge=0, description="L2 penalty (the optimizer's weight_decay)")
     dropout: float = Field(default=0.2, ge=0, lt=1)
     hidden_units: int = Field(default=256, ge=1)
+    quantize: bool = Field(default=False, description="dynamic int8 quantization of the Linear layers after training")
+    prune: float = Field(
+        default=0.0, ge=0, lt=1, description="after training, zero this fraction of weights (global L1 magnitude)"
+    )
 
 
 class MLPParams(TorchParams):
@@ -112,6 +116,34 @@ class _TorchTrainer:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.estimator.predict(X)
+
+    @property
+    def compresses(self) -> bool:
+        """Whether the configuration asks for post-training compression (see :meth:`compress`)."""
+        return bool(self.params.quantize or self.params.prune > 0)
+
+    def compress(self) -> dict[str, float]:
+        """Prune (``prune``: the smallest weights of every Linear and Conv layer by magnitude, globally, made
+        permanent), then quantize (``quantize``: Linear layers to dynamic int8, ``torch.ao.quantization``).
+        Returns the resulting ``sparsity``."""
+        import warnings
+
+        import torch
+        from torch import nn
+        from torch.nn.utils import prune
+
+        layers = [(m, "weight") for m in self.net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if self.params.prune > 0:
+            prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=self.params.prune)
+            for module, name in layers:
+                prune.remove(module, name)
+        total = sum(m.weight.numel() for m, _ in layers)
+        sparsity = sum(int((m.weight == 0).sum()) for m, _ in layers) / total
+        if self.params.quantize:
+            with warnings.catch_warnings():  # torch.ao's quantized tensors are deprecated in favour of torchao
+                warnings.simplefilter("ignore")
+                self.net = torch.ao.quantization.quantize_dynamic(self.net, {nn.Linear}, dtype=torch.qint8)
+        return {"sparsity": sparsity}
 
     def serialize(self) -> bytes:
         import torch

@@ -164,6 +164,8 @@ def run_trial(
         watchdog.close()
 
     final = _result(history, unreported, status, planned, probe, watchdog, stop, error)
+    if status == TrialState.COMPLETED and getattr(trainers[0], "compresses", False):
+        final.update(_compress(trainers, folds, settings, final))
     if status == TrialState.COMPLETED:
         final.update(
             measure_inference(
@@ -177,6 +179,33 @@ def run_trial(
     if on_finish is not None:
         on_finish(trainers)  # e.g. the registry keeps the fitted model
     return final
+
+
+def _compress(
+    trainers: list[Trainer], folds: list[Fold], settings: TrialSettings, final: dict[str, Any]
+) -> dict[str, Any]:
+    """A family's post-training compression (quantization, pruning: the trainer's ``compress``), measured: the
+    validation metrics after it replace the last window's, and the values before it are kept beside them."""
+    first = trainers[0]
+    before = measure_inference(
+        first.predict, first.serialize, folds[0].X_val, latency_rows=settings.latency_rows,
+        throughput_batch=settings.throughput_batch,
+    )  # fmt: skip
+    extra: dict[str, Any] = {}
+    for trainer in trainers:
+        extra = trainer.compress()  # type: ignore[attr-defined]
+    scores = [t.evaluate(f.X_val, f.y_val) for t, f in zip(trainers, folds, strict=True)]
+    after = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    out = {
+        **after,
+        **extra,
+        "model_size_bytes_uncompressed": before["model_size_bytes"],
+        "latency_ms_p95_uncompressed": before["latency_ms_p95"],
+    }
+    if "accuracy" in after and "accuracy" in final:
+        out["accuracy_uncompressed"] = float(final["accuracy"])
+        out["accuracy_drop"] = float(final["accuracy"]) - after["accuracy"]
+    return out
 
 
 def _epoch_order(fold: Fold, rng: np.random.Generator) -> np.ndarray:
