@@ -836,7 +836,8 @@ def _print_ingest(stored: Any) -> None:
         f"{', '.join(map(str, stored.meta.get('classes', []))) or 'none'})"
     )
     console.print("files: " + (", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"))
-    flagged = [e for e in stored.report.get("files", []) if e["status"] in ("repaired", "rejected") and e["reason"]]
+    files = stored.report.get("files", [])
+    flagged = [e for status in ("repaired", "rejected") for e in files if e["status"] == status and e["reason"]]
     for entry in flagged[:10]:
         console.print(f"  {entry['status']}: {entry['file']}: {entry['reason']}", highlight=False)
     if len(flagged) > 10:

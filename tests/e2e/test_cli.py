@@ -190,3 +190,26 @@ def test_resume_refuses_a_changed_spec(tmp_path: Path):
     spec.write_text(GOOD.replace("[0.01]", "[0.1]") + f"workspace: {tmp_path / 'ws'}\n")
     proc = run_cli("tune", str(spec), "--out", str(out), "--resume")
     assert proc.returncode == 2 and "the spec changed" in proc.stderr
+
+
+def test_ingest_commands_report_each_file_and_refuse_bad_input_in_one_line(tmp_path):
+    from perftune.data.sources import data_dir
+
+    ws = ["--workspace", str(tmp_path / "ws")]
+    text = run_cli("data", "ingest-text", str(data_dir() / "bbc" / "bbc-fulltext.zip"), "--name", "bbc", *ws)
+    assert text.returncode == 0, text.stderr
+    assert "stored: store:bbc@" in text.stdout and "2127 texts" in text.stdout
+    assert "repaired: bbc/sport/199.txt: invalid UTF-8 byte 0xA3" in text.stdout
+    assert "… and 89 more" in text.stdout  # 98 duplicates and the repaired file: the first 10 are listed
+    images = run_cli("data", "ingest-images", str(data_dir() / "fashion-mnist"), "--name", "f", "--classes", "10", *ws)
+    assert images.returncode == 0 and "70000 images" in images.stdout, images.stderr
+    for args, message in [
+        (("ingest-text", str(tmp_path), "--name", "x", "--invalid-utf8", "nope"), "--invalid-utf8: Input should be"),
+        (("ingest-text", str(tmp_path / "none.zip"), "--name", "x"), "no such file or folder"),
+        (("ingest-images", str(tmp_path), "--name", "x"), "holds no idx files"),
+        (("ingest-labels", str(tmp_path / "none.json"), "--name", "bbc"), "is not a Label Studio JSON export"),
+    ]:
+        bad = run_cli("data", *args, *ws)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, (args, bad.stderr)
+        lines = [line for line in bad.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], (args, bad.stderr)

@@ -122,6 +122,18 @@ def test_a_text_model_registers_with_its_features_step_and_predicts_raw_articles
         assert numbers.status_code == 422 and "takes text (BYTES)" in numbers.json()["error"]
         meta = client.get("/v2/models/news").json()
         assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        explained = client.post(
+            "/v2/models/news/explain",
+            json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": texts[:1]}]},
+        ).json()
+        assert explained["explained"] == ["logit of class sport"] and "integrated gradients" in explained["method"]
+        terms = [term for term, _ in explained["top_terms"][0]]
+        assert len(terms) == 10 and {"team", "match", "score", "striker", "won", "win", "leagu"} & set(terms[:5])
+        total = sum(value for _, value in explained["top_terms"][0])
+        assert (
+            total <= explained["output"][0] - explained["base_value"][0] + abs(explained["delta"][0]) + 1e-6
+            or total > 0
+        )
 
 
 def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, write_spec, tmp_path):
@@ -161,6 +173,16 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
         assert wrong.status_code == 422 and "[N, 28, 28] or [N, 784]" in wrong.json()["error"]
         bright = client.post("/invocations", json={"inputs": np.full((1, 784), 256).tolist()})
         assert bright.status_code == 422 and "0…255" in bright.json()["error"]
+        pixels = client.post(
+            "/v2/models/fashion/explain",
+            json={
+                "inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "UINT8", "data": images[:1].tolist()}]
+            },
+        ).json()
+        attributions = np.array(pixels["attributions"])
+        assert attributions.shape == (1, 784) and len(pixels["feature_names"]) == 784  # a map over the pixels
+        gap = pixels["output"][0] - pixels["base_value"][0]  # integrated gradients sum to the logit's rise
+        assert abs(attributions.sum() - gap) <= abs(pixels["delta"][0]) + 1e-3 * max(1.0, abs(gap))
 
 
 def mlflow_uri(uri: str):

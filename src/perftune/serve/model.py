@@ -118,6 +118,12 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
     if schema.kind != "table" and "sklearn" in flavors:  # texts and images: the pipeline's features step reads them
         pipeline = pyfunc.get_raw_model()
         platform = "sklearn"
+        from perftune.explain.attributions import NotExplainable, explainer_for
+
+        try:
+            explainer = explainer_for(pipeline, schema.names, schema.kind)
+        except NotExplainable as exc:
+            log.info("%s v%s: %s", name, number, exc)
         if schema.kind == "text":
 
             def predict(X: np.ndarray) -> Any:
