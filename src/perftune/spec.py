@@ -623,6 +623,9 @@ class Spec(_Model):
         )
         if not payload["search"]["points"]:  # specs without points keep the fingerprint they had before points
             del payload["search"]["points"]
+        for dataset in payload["datasets"]:  # … and datasets without a transform, the one they had before it
+            if dataset.get("transform") is None:
+                dataset.pop("transform", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

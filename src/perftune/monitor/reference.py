@@ -85,6 +85,12 @@ def profile_from_recipe(client: Any, version: Any) -> ReferenceProfile:
     """Rebuild ``version``'s profile from its refit recipe (same data, split and configuration) and store it."""
     from perftune.registry.register import refit_version
 
+    inputs = version.tags.get("perftune.inputs", "table")
+    if inputs != "table":
+        raise PerftuneError(
+            f"{version.name} v{version.version} takes {inputs} inputs: monitoring them (drift, performance) is not "
+            "supported yet; profiles are built for tables only"
+        )
     log.warning("%s v%s has no reference profile (registered before monitoring); building it from its refit "
                 "recipe", version.name, version.version)  # fmt: skip
     profile = refit_version(version, "its reference profile").profile(MonitorSpec())

@@ -168,6 +168,11 @@ class Refitted:
         from perftune.monitor.reference import build_profile
 
         d = self.dataset
+        if d.transform is not None:
+            raise PerftuneError(
+                f"monitoring models of {d.transform['data']} data (dataset {d.name!r}) is not supported yet: drift "
+                "and performance profiles are built for tables only"
+            )
         return build_profile(
             self.pipeline, d.X[self.train], d.feature_names, self.frame, d.y[self.test], d.task, self.metrics,
             settings, budgets,
@@ -188,6 +193,7 @@ class Refitted:
             "perftune.params": json.dumps(self.plan.params, sort_keys=True),
             "perftune.model_family": self.plan.family,
             "perftune.serialization": "cloudpickle",
+            "perftune.inputs": str(d.transform["data"]) if d.transform else "table",  # what the model is served
             "perftune.refit": self.plan.to_json(),
         }
         if d.version:
