@@ -78,6 +78,7 @@ def test_a_text_model_registers_with_its_features_step_and_predicts_raw_articles
     assert registered.gate_passed and registered.test_metrics["accuracy"] >= 0.8
     assert {"latency_ms_p95", "throughput_rps", "model_size_bytes"} <= set(registered.test_metrics)
     assert registered.lineage["perftune.dataset.version"] == result.groups[0].dataset_card["version"]
+    assert registered.lineage["perftune.inputs"] == "text"
     with mlflow_uri(result.tracking["uri"]):
         model = mlflow.pyfunc.load_model("models:/news/1")
     assert [c.name for c in model.metadata.signature.inputs.inputs] == ["text"]  # served on raw text
@@ -189,3 +190,16 @@ def mlflow_uri(uri: str):
     from perftune.track.uri import mlflow_store
 
     return mlflow_store(uri)
+
+
+def test_monitoring_a_text_model_is_refused_in_one_line():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from perftune.errors import PerftuneError
+    from perftune.monitor.reference import profile_from_recipe
+
+    version = SimpleNamespace(name="news", version="1", tags={"perftune.inputs": "text"}, run_id="r")
+    with pytest.raises(PerftuneError, match=r"news v1 takes text inputs: monitoring them .* is not supported yet"):
+        profile_from_recipe(None, version)
