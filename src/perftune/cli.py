@@ -928,12 +928,13 @@ def data_list(
     table = Table(title=f"data store: {store.root}", title_justify="left")
     table.add_column("dataset", no_wrap=True)
     table.add_column("version", no_wrap=True)
-    for column in ("created", "rows", "features", "task", "target", "source"):
+    for column in ("created", "kind", "rows", "features", "task", "target", "source"):
         table.add_column(column, overflow="fold")
     for v in store.versions(name):
         table.add_row(
-            f"store:{v.name}", v.version, v.created_at, str(v.rows), str(v.features), v.task, v.target, v.source
-        )
+            f"store:{v.name}", v.version, v.created_at, v.kind, str(v.rows), str(v.features), v.task, v.target,
+            v.source,
+        )  # fmt: skip
     console.print(table)
 
 
