@@ -186,20 +186,52 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
         assert abs(attributions.sum() - gap) <= abs(pixels["delta"][0]) + 1e-3 * max(1.0, abs(gap))
 
 
+def test_a_text_model_is_monitored_on_lengths_vocabulary_and_predictions(ray_session, write_spec, tmp_path):
+    """Texts are watched through what the features step derives per row: a window of articles like the held-out
+    ones raises no out-of-vocabulary drift; a window of text the vocabulary has never seen does."""
+    import numpy as np
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from perftune.monitor.check import Monitor
+    from perftune.registry.register import register
+    from perftune.serve.app import create_app
+    from perftune.serve.settings import ServeSettings
+
+    store = DataStore(tmp_path / "ws")
+    ingest_text(store, data_dir() / "bbc" / "bbc-fulltext.zip", "bbc")
+    spec = write_spec(
+        DL_STUDY.replace("  - {name: 'store:fashion', sample: 1500}\n", "")
+        .replace("[torch_mlp, torch_cnn]", "[torch_mlp]")
+        .replace("batch_size: [8, 64]", "batch_size: [64]")
+        .replace("sample: 300", "sample: 1200")
+    )
+    result = perftune.tune(spec, out=tmp_path / "out")
+    register(tmp_path / "out", "news")
+    frame = pd.read_parquet(store.resolve("bbc")[1])
+    articles = frame.text[frame.split == "test"].tolist()[:120]  # min_rows is 100
+    rng = np.random.default_rng(0)
+    unseen = [" ".join("".join(rng.choice(list("qxzvkjw"), 7)) for _ in range(60)) for _ in range(120)]
+    scoring = f"sqlite:///{tmp_path / 'scoring.db'}"
+    settings = ServeSettings(reference="news/1", tracking_uri=result.tracking["uri"], scoring_uri=scoring)
+    outcomes = {}
+    for name, texts in (("articles", articles), ("unseen", unseen)):
+        with TestClient(create_app(settings)) as client:  # leaving drains the scoring log
+            assert client.post("/invocations", json={"inputs": texts}).status_code == 200
+        monitor = Monitor("news/1", result.tracking["uri"], scoring)
+        try:
+            outcomes[name] = monitor.check("120", save=False)
+        finally:
+            monitor.close()
+    assert monitor.profile.feature_names == ["chars", "words", "oov_rate"] and monitor.profile.inputs == "text"
+    assert (
+        outcomes["articles"].drift.window_rows == 120 and "oov_rate" not in outcomes["articles"].drift.drifted_columns
+    )
+    assert "oov_rate" in outcomes["unseen"].drift.drifted_columns
+    assert outcomes["unseen"].drift.prediction is not None
+
+
 def mlflow_uri(uri: str):
     from perftune.track.uri import mlflow_store
 
     return mlflow_store(uri)
-
-
-def test_monitoring_a_text_model_is_refused_in_one_line():
-    from types import SimpleNamespace
-
-    import pytest
-
-    from perftune.errors import PerftuneError
-    from perftune.monitor.reference import profile_from_recipe
-
-    version = SimpleNamespace(name="news", version="1", tags={"perftune.inputs": "text"}, run_id="r")
-    with pytest.raises(PerftuneError, match=r"news v1 takes text inputs: monitoring them .* is not supported yet"):
-        profile_from_recipe(None, version)

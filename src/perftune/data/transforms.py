@@ -98,6 +98,19 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     def vocabulary(self) -> set[str]:
         return set(self.vectorizer.vocabulary_)
 
+    monitor_names: tuple[str, ...] = ("chars", "words", "oov_rate")
+
+    def monitor_features(self, texts: Any) -> np.ndarray:
+        """What monitoring watches per text (``monitor_names``): its length in characters and in words, and the
+        share of its terms the training vocabulary does not have (a new topic, language or encoding raises it)."""
+        analyze, vocabulary = self.vectorizer.build_analyzer(), self.vectorizer.vocabulary_
+        rows = []
+        for text in as_texts(texts):
+            terms = analyze(text)
+            unknown = sum(term not in vocabulary for term in terms)
+            rows.append((len(text), len(_WORD.findall(text)), unknown / len(terms) if terms else 0.0))
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
 
 def as_texts(texts: Any) -> list[str]:
     """A list of strings from what a caller or a server hands over (bytes are read as UTF-8)."""
@@ -136,6 +149,14 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
     @property
     def feature_names(self) -> list[str]:
         return [f"px_{r}_{c}" for r in range(self.height) for c in range(self.width)]
+
+    monitor_names: tuple[str, ...] = ("mean_intensity", "std_intensity", "dark_fraction")
+
+    def monitor_features(self, images: Any) -> np.ndarray:
+        """What monitoring watches per image (``monitor_names``): mean and spread of its pixels (0…1) and the share
+        of near-black pixels (below 0.1): exposure, contrast and framing changes move them."""
+        pixels = self.transform(images)
+        return np.column_stack([pixels.mean(axis=1), pixels.std(axis=1), (pixels < 0.1).mean(axis=1)]).astype(float)
 
 
 def cache_key(version: str, transform: TransformSpec, sample: int | None, seed: int) -> str:

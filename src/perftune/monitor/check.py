@@ -134,6 +134,19 @@ class Monitor:
             with mlflow_store(self.registry.tracking_uri):
                 self._model = mlflow.sklearn.load_model(f"models:/{self.name}/{self.number}")
 
+    def _derived(self, chunk: Any) -> Any:
+        """A chunk of a text or image model with what its features step derives per row, and class indices."""
+        from dataclasses import replace
+
+        from perftune.monitor.reference import class_index
+
+        self._load_model()
+        derived = self._model.steps[0][1].monitor_features(chunk.X)
+        predictions = chunk.predictions
+        if self.profile.class_names is not None:
+            predictions = class_index(predictions, self.profile.class_names)
+        return replace(chunk, X=derived, predictions=predictions)
+
     def _probabilities(self, X: np.ndarray) -> np.ndarray:
         import pandas as pd
 
@@ -158,6 +171,8 @@ class Monitor:
         calibration = self.profile.calibration
         expected = performance.ExpectedAccuracy(calibration) if calibration is not None else None
         for chunk in windows.chunks(self.engine, self.name, self.number, bounds):
+            if self.profile.inputs != "table":  # texts, images: the columns are derived per row
+                chunk = self._derived(chunk)
             if chunk.X.ndim != 2 or chunk.X.shape[1] != len(self.profile.columns):
                 raise PerftuneError(
                     f"the scoring log holds rows of {chunk.X.shape[-1]} columns for {self.name} v{self.number}, "

@@ -117,6 +117,8 @@ class ReferenceProfile:
     settings: dict[str, Any] = field(default_factory=dict)  # the spec's monitor: section
     budgets: dict[str, float] = field(default_factory=dict)  # the spec's <= constraints on served metrics
     schema: int = 1
+    inputs: str = "table"  # text / image: the columns are what the features step derives per row (monitor_names)
+    class_names: list[str] | None = None  # classes that are not numbers: predictions are profiled as their index
 
     @property
     def feature_names(self) -> list[str]:

@@ -66,6 +66,48 @@ def build_profile(
     )
 
 
+def build_derived_profile(
+    pipeline: Any,
+    raw: Any,
+    inputs: str,
+    task: str,
+    test_metrics: dict[str, float],
+    settings: MonitorSpec | None = None,
+    budgets: dict[str, float] | None = None,
+) -> ReferenceProfile:
+    """The profile of a text or image model from raw inputs ``raw`` (the held-out split, which the vocabulary never
+    saw, as it never sees served texts): its columns are what the pipeline's features step derives per row
+    (``monitor_features``: lengths and out-of-vocabulary rate, pixel statistics), its prediction column the index
+    of the predicted class; the drift tests then apply unchanged. (No CBPE calibration yet for these models.)"""
+    settings = settings or MonitorSpec()
+    features = pipeline.steps[0][1]
+    derived = features.monitor_features(raw)
+    columns = [ColumnProfile.build(name, derived[:, j]) for j, name in enumerate(features.monitor_names)]
+    served = pd.DataFrame({"text": raw[:, 0]}) if inputs == "text" else raw
+    names = [str(c) for c in pipeline.classes_]
+    index = class_index(pipeline.predict(served), names)
+    return ReferenceProfile(
+        columns,
+        ColumnProfile.build("prediction", index, kind=CATEGORICAL),
+        task,
+        len(derived),
+        {k: float(v) for k, v in test_metrics.items() if np.isfinite(v)},
+        None,
+        [float(i) for i in range(len(names))],
+        test_metrics.get("latency_ms_p95"),
+        settings.model_dump(mode="json"),
+        dict(budgets or {}),
+        inputs=inputs,
+        class_names=names,
+    )
+
+
+def class_index(predictions: Any, class_names: list[str]) -> np.ndarray:
+    """Predicted classes as their index in ``class_names`` (float; an unknown class is NaN, counted missing)."""
+    position = {name: float(i) for i, name in enumerate(class_names)}
+    return np.array([position.get(str(p), np.nan) for p in np.asarray(predictions).reshape(-1)], dtype=np.float64)
+
+
 def budgets_of(constraints: list[Any]) -> dict[str, float]:
     """The spec's ``<=`` constraints on metrics a served model has (latency, error rate)."""
     return {c.metric: float(c.bound) for c in constraints if c.op == "<=" and c.metric in SERVED_METRICS}
@@ -85,12 +127,6 @@ def profile_from_recipe(client: Any, version: Any) -> ReferenceProfile:
     """Rebuild ``version``'s profile from its refit recipe (same data, split and configuration) and store it."""
     from perftune.registry.register import refit_version
 
-    inputs = version.tags.get("perftune.inputs", "table")
-    if inputs != "table":
-        raise PerftuneError(
-            f"{version.name} v{version.version} takes {inputs} inputs: monitoring them (drift, performance) is not "
-            "supported yet; profiles are built for tables only"
-        )
     log.warning("%s v%s has no reference profile (registered before monitoring); building it from its refit "
                 "recipe", version.name, version.version)  # fmt: skip
     profile = refit_version(version, "its reference profile").profile(MonitorSpec())

@@ -117,7 +117,7 @@ def chunks(
     with engine.connect() as conn:
         for when, n, raw_bin, raw_in, raw_out, ms in conn.execute(query):
             inputs.append(_matrix(raw_bin, raw_in, n))
-            outputs.append(np.asarray(orjson.loads(raw_out), dtype=np.float64).reshape(-1))
+            outputs.append(_values(_flat(orjson.loads(raw_out))).reshape(-1))  # class names stay strings
             latency.append(ms)
             at.append(_utc(when))
             rows += n
@@ -201,4 +201,4 @@ def _matrix(raw_bin: bytes | None, raw_json: str | None, rows: int) -> np.ndarra
     """A request's inputs from their float64 copy, else from their JSON."""
     if raw_bin is not None:
         return np.frombuffer(raw_bin, dtype=np.float64).reshape(rows, -1)
-    return np.asarray(orjson.loads(raw_json), dtype=np.float64).reshape(rows, -1)
+    return _values(orjson.loads(raw_json)).reshape(rows, -1)  # texts stay strings
