@@ -29,6 +29,18 @@ execution: {report_interval_s: 0}   # every window reaches ASHA (these trials la
 """
 
 
+def text_study(tmp_path, write_spec, sample: int, batch_sizes: str = "[8, 64]", extra: str = ""):
+    """BBC in a fresh store, and a spec of DL_STUDY's text part: torch_mlp on ``sample`` articles."""
+    ingest_text(DataStore(tmp_path / "ws"), data_dir() / "bbc" / "bbc-fulltext.zip", "bbc")
+    return write_spec(
+        DL_STUDY.replace("  - {name: 'store:fashion', sample: 1500}\n", "")
+        .replace("[torch_mlp, torch_cnn]", "[torch_mlp]")
+        .replace("batch_size: [8, 64]", f"batch_size: {batch_sizes}")
+        .replace("sample: 300", f"sample: {sample}")
+        + extra
+    )
+
+
 def test_text_and_images_tune_with_asha_and_a_budget(ray_session, write_spec, tmp_path):
     store = DataStore(tmp_path / "ws")
     ingest_text(store, data_dir() / "bbc" / "bbc-fulltext.zip", "bbc")
@@ -65,14 +77,7 @@ def test_a_text_model_registers_with_its_features_step_and_predicts_raw_articles
 
     from perftune.registry.register import register
 
-    store = DataStore(tmp_path / "ws")
-    ingest_text(store, data_dir() / "bbc" / "bbc-fulltext.zip", "bbc")
-    spec = write_spec(
-        DL_STUDY.replace("  - {name: 'store:fashion', sample: 1500}\n", "")
-        .replace("[torch_mlp, torch_cnn]", "[torch_mlp]")
-        .replace("sample: 300", "sample: 600")
-        + "gate: ['accuracy >= 0.8']\n"
-    )
+    spec = text_study(tmp_path, write_spec, 600, extra="gate: ['accuracy >= 0.8']\n")
     result = perftune.tune(spec, out=tmp_path / "out")
     registered = register(tmp_path / "out", "news")
     assert registered.gate_passed and registered.test_metrics["accuracy"] >= 0.8
@@ -198,14 +203,8 @@ def test_a_text_model_is_monitored_on_lengths_vocabulary_and_predictions(ray_ses
     from perftune.serve.app import create_app
     from perftune.serve.settings import ServeSettings
 
+    spec = text_study(tmp_path, write_spec, 1200, batch_sizes="[64]")
     store = DataStore(tmp_path / "ws")
-    ingest_text(store, data_dir() / "bbc" / "bbc-fulltext.zip", "bbc")
-    spec = write_spec(
-        DL_STUDY.replace("  - {name: 'store:fashion', sample: 1500}\n", "")
-        .replace("[torch_mlp, torch_cnn]", "[torch_mlp]")
-        .replace("batch_size: [8, 64]", "batch_size: [64]")
-        .replace("sample: 300", "sample: 1200")
-    )
     result = perftune.tune(spec, out=tmp_path / "out")
     register(tmp_path / "out", "news")
     frame = pd.read_parquet(store.resolve("bbc")[1])
