@@ -227,6 +227,8 @@ def test_a_text_model_is_monitored_on_lengths_vocabulary_and_predictions(ray_ses
         outcomes["articles"].drift.window_rows == 120 and "oov_rate" not in outcomes["articles"].drift.drifted_columns
     )
     assert "oov_rate" in outcomes["unseen"].drift.drifted_columns
+    estimated = next(p for p in outcomes["articles"].performance if p.kind == "estimated")
+    assert estimated.value is not None and estimated.value > 0.8 and estimated.rows == 120  # CBPE, no labels
     assert outcomes["unseen"].drift.prediction is not None
 
 

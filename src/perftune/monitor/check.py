@@ -151,6 +151,10 @@ class Monitor:
         import pandas as pd
 
         self._load_model()
+        if self.profile.inputs == "text":
+            return self._model.predict_proba(pd.DataFrame({"text": X[:, 0]}))
+        if self.profile.inputs == "image":
+            return self._model.predict_proba(X)
         return self._model.predict_proba(pd.DataFrame(X, columns=self.profile.feature_names))
 
     # ----------------------------------------------------------------------------------------- a check
@@ -170,9 +174,9 @@ class Monitor:
         latencies: list[np.ndarray] = []
         calibration = self.profile.calibration
         expected = performance.ExpectedAccuracy(calibration) if calibration is not None else None
-        for chunk in windows.chunks(self.engine, self.name, self.number, bounds):
-            if self.profile.inputs != "table":  # texts, images: the columns are derived per row
-                chunk = self._derived(chunk)
+        for raw in windows.chunks(self.engine, self.name, self.number, bounds):
+            # texts, images: the columns are derived per row, the probabilities come from the raw inputs
+            chunk = self._derived(raw) if self.profile.inputs != "table" else raw
             if chunk.X.ndim != 2 or chunk.X.shape[1] != len(self.profile.columns):
                 raise PerftuneError(
                     f"the scoring log holds rows of {chunk.X.shape[-1]} columns for {self.name} v{self.number}, "
@@ -181,7 +185,7 @@ class Monitor:
             summary.add(chunk.X, chunk.predictions)
             latencies.append(chunk.latency_ms)
             if expected is not None:
-                expected.add(self._probabilities(chunk.X), chunk.predictions)
+                expected.add(self._probabilities(raw.X), chunk.predictions)
         self.last_summary = summary
         drift = check_drift(summary, self.settings)
         perf = self._performance(bounds, expected)

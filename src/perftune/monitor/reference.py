@@ -69,6 +69,7 @@ def build_profile(
 def build_derived_profile(
     pipeline: Any,
     raw: Any,
+    y: np.ndarray,
     inputs: str,
     task: str,
     test_metrics: dict[str, float],
@@ -86,13 +87,15 @@ def build_derived_profile(
     served = pd.DataFrame({"text": raw[:, 0]}) if inputs == "text" else raw
     names = [str(c) for c in pipeline.classes_]
     index = class_index(pipeline.predict(served), names)
+    # CBPE on class indices: the served probabilities' columns are the classes in this order
+    calibration = fit_calibration(pipeline.predict_proba(served), class_index(y, names), np.arange(len(names)))
     return ReferenceProfile(
         columns,
         ColumnProfile.build("prediction", index, kind=CATEGORICAL),
         task,
         len(derived),
         {k: float(v) for k, v in test_metrics.items() if np.isfinite(v)},
-        None,
+        calibration,
         [float(i) for i in range(len(names))],
         test_metrics.get("latency_ms_p95"),
         settings.model_dump(mode="json"),

@@ -174,7 +174,14 @@ class Refitted:
             inputs = "text" if d.transform["data"] == "text" else "image"
             # the held-out split: like served inputs, the vocabulary never saw it (training texts have no OOV terms)
             return build_derived_profile(
-                self.pipeline, d.raw_inputs[self.test], inputs, d.task, self.metrics, settings, budgets
+                self.pipeline,
+                d.raw_inputs[self.test],
+                d.y[self.test],
+                inputs,
+                d.task,
+                self.metrics,
+                settings,
+                budgets,
             )
         return build_profile(
             self.pipeline, d.X[self.train], d.feature_names, self.frame, d.y[self.test], d.task, self.metrics,
