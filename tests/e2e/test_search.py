@@ -63,8 +63,8 @@ def test_asha_stops_trials_on_the_ml_metric(ray_session, write_spec, tmp_path):
       algorithm: grid
       space:
         batch_size: [8]
-        learning_rate: {powers_of_ten: {from: -5, to: -1}}
-        alpha: [0.0001, 0.01]
+        learning_rate: [0.1, 0.01, 0.001, 0.0001, 0.00001]  # the best first: ASHA can only stop a trial that
+        alpha: [0.0001, 0.01]                                # reaches a rung behind better ones
         epochs: 9
       scheduler: {type: asha, metric: val_loss, grace_period: 1, reduction_factor: 3}
     objectives: [rmse]
