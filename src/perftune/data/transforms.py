@@ -94,10 +94,6 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     def feature_names(self) -> list[str]:
         return [str(t) for t in self.vectorizer.get_feature_names_out()]
 
-    @property
-    def vocabulary(self) -> set[str]:
-        return set(self.vectorizer.vocabulary_)
-
     monitor_names: tuple[str, ...] = ("chars", "words", "oov_rate")
 
     def monitor_features(self, texts: Any) -> np.ndarray:
@@ -191,7 +187,6 @@ def dataset_from_unstructured(raw: RawTable, spec: DatasetSpec, seed: int, works
     key = cache_key(raw.version or "unversioned", transform, spec.sample, seed)
     folder = workspace / "cache" / "transforms" / key
     test = frame[SPLIT_COLUMN].to_numpy() == "test"
-    X, names = _cached(folder, lambda: _fit_transform(raw, transform, frame, ~test))
     y = frame[LABEL_COLUMN].to_numpy()
     classes = np.unique(y)
     if test.all() or not test.any():
@@ -199,12 +194,13 @@ def dataset_from_unstructured(raw: RawTable, spec: DatasetSpec, seed: int, works
             f"dataset {spec.name!r} has {int(test.sum())} test rows of {len(test)}: it needs both a training and a "
             "test split (ingest it again with --test-fraction, or raise 'sample')"
         )
+    if len(classes) < 2:
+        raise DatasetError(f"dataset {spec.name!r} needs at least 2 labels, found {len(classes)}")
+    X, names = _cached(folder, lambda: _fit_transform(raw, transform, frame, ~test))  # checked first: no bad entry
     if raw.kind == "text":
         raw_inputs = frame[TEXT_COLUMN].to_numpy(dtype=object).reshape(-1, 1)
     else:
         raw_inputs = images_array(frame, int(raw.meta["height"]), int(raw.meta["width"]))
-    if len(classes) < 2:
-        raise DatasetError(f"dataset {spec.name!r} needs at least 2 labels, found {len(classes)}")
     return Dataset(
         name=spec.name,
         source=spec.source or "store",

@@ -151,9 +151,7 @@ class Monitor:
         import pandas as pd
 
         self._load_model()
-        if self.profile.inputs == "text":
-            return self._model.predict_proba(pd.DataFrame({"text": X[:, 0]}))
-        if self.profile.inputs == "image":
+        if self.profile.inputs != "table":  # the features step reads the logged rows (texts, pixels) itself
             return self._model.predict_proba(X)
         return self._model.predict_proba(pd.DataFrame(X, columns=self.profile.feature_names))
 

@@ -79,16 +79,15 @@ def build_derived_profile(
     """The profile of a text or image model from raw inputs ``raw`` (the held-out split, which the vocabulary never
     saw, as it never sees served texts): its columns are what the pipeline's features step derives per row
     (``monitor_features``: lengths and out-of-vocabulary rate, pixel statistics), its prediction column the index
-    of the predicted class; the drift tests then apply unchanged. (No CBPE calibration yet for these models.)"""
+    of the predicted class; the drift tests and CBPE (calibrated on the labels ``y``) then apply unchanged."""
     settings = settings or MonitorSpec()
     features = pipeline.steps[0][1]
     derived = features.monitor_features(raw)
     columns = [ColumnProfile.build(name, derived[:, j]) for j, name in enumerate(features.monitor_names)]
-    served = pd.DataFrame({"text": raw[:, 0]}) if inputs == "text" else raw
     names = [str(c) for c in pipeline.classes_]
-    index = class_index(pipeline.predict(served), names)
+    index = class_index(pipeline.predict(raw), names)
     # CBPE on class indices: the served probabilities' columns are the classes in this order
-    calibration = fit_calibration(pipeline.predict_proba(served), class_index(y, names), np.arange(len(names)))
+    calibration = fit_calibration(pipeline.predict_proba(raw), class_index(y, names), np.arange(len(names)))
     return ReferenceProfile(
         columns,
         ColumnProfile.build("prediction", index, kind=CATEGORICAL),

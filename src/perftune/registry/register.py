@@ -289,14 +289,9 @@ def _served_pipeline(
         features = load_fitted(str(dataset.transform["fitted"]))
         pipeline = Pipeline([("features", features), ("model", model)])
         raw_test = dataset.raw_inputs[test]
-        if raw_test.ndim == 2:  # texts, one per row
-            return (
-                pipeline,
-                pd.DataFrame({"text": raw_test[:, 0]}),
-                lambda X: pipeline.predict(pd.DataFrame({"text": X[:, 0]})),
-                raw_test,
-            )
-        return pipeline, raw_test, pipeline.predict, raw_test
+        # the features step reads raw rows (N×1 texts, N×H×W images); the signature names the text column
+        frame = pd.DataFrame({"text": raw_test[:, 0]}) if raw_test.ndim == 2 else raw_test
+        return pipeline, frame, pipeline.predict, raw_test
     scaler = StandardScaler().fit(pd.DataFrame(dataset.X[train], columns=dataset.feature_names))
     pipeline = Pipeline([("standardize", scaler), ("model", model)])
     frame = pd.DataFrame(dataset.X[test], columns=dataset.feature_names)

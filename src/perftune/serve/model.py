@@ -124,14 +124,7 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
             explainer = explainer_for(pipeline, schema.names, schema.kind)
         except NotExplainable as exc:
             log.info("%s v%s: %s", name, number, exc)
-        if schema.kind == "text":
-
-            def predict(X: np.ndarray) -> Any:
-                return pipeline.predict(pd.DataFrame({"text": X[:, 0]}))
-        else:
-
-            def predict(X: np.ndarray) -> Any:
-                return pipeline.predict(X.reshape(len(X), *schema.shape))
+        predict = pipeline.predict  # its features step reads the parsed rows: N×1 texts, N×H·W pixels
     elif "sklearn" in flavors:
         raw = _strip_feature_names(pyfunc.get_raw_model())
         predict = raw.predict
