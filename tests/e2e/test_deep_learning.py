@@ -146,10 +146,16 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
     import numpy as np
     from fastapi.testclient import TestClient
 
+    from perftune.data import Locations, load_dataset
     from perftune.data.unstructured import read_idx
+    from perftune.registry.catalog import ModelRegistry
     from perftune.registry.register import register
+    from perftune.retrain.data import assemble, store
+    from perftune.retrain.evaluate import load, predict
     from perftune.serve.app import create_app
+    from perftune.serve.scoring import scoring_engine
     from perftune.serve.settings import ServeSettings
+    from perftune.spec import DatasetSpec, RetrainDataSpec
 
     ingest_images(DataStore(tmp_path / "ws"), data_dir() / "fashion-mnist", "fashion", classes=10)
     spec = write_spec(
@@ -189,6 +195,30 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
         assert attributions.shape == (1, 784) and len(pixels["feature_names"]) == 784  # a map over the pixels
         gap = pixels["output"][0] - pixels["base_value"][0]  # integrated gradients sum to the logit's rise
         assert abs(attributions.sum() - gap) <= abs(pixels["delta"][0]) + 1e-3 * max(1.0, abs(gap))
+
+    # retraining data: the training images and the served ones with feedback labels, stored as an images version
+    labelled = read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[100:140]
+    labels = read_idx(data_dir() / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")[100:140]
+    with TestClient(create_app(settings)) as client:
+        ids = [client.post("/invocations", json={"inputs": labelled[i : i + 8].tolist()}).headers["X-Request-Id"]
+               for i in range(0, 40, 8)]  # fmt: skip
+    items = [{"request_id": key, "labels": labels[i * 8 : i * 8 + 8].tolist()} for i, key in enumerate(ids)]
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v2/models/fashion/feedback", json={"items": items}).status_code == 200
+    registry = ModelRegistry(result.tracking["uri"])
+    version = registry.version("fashion", "1")
+    registry.close()
+    got = assemble(version, scoring_engine(settings.scoring_uri), RetrainDataSpec(), since=None)
+    stored = store(got, tmp_path / "ws", "fashion").stored
+    assert stored.kind == "images" and stored.meta["height"] == 28 and got.recent_rows == 40  # the labelled ones
+    again = load_dataset(
+        DatasetSpec(name=f"store:{stored.name}@{stored.version}"), where=Locations.default(tmp_path / "ws")
+    )
+    trained = {row.tobytes() for row in again.raw_inputs}
+    assert {row.tobytes() for row in labelled} & trained  # served pixels come back as the same images
+    assert again.n_features == 784 and again.weights is not None and set(again.y) <= set(range(10))
+    model = load(result.tracking["uri"], "fashion", "1")
+    assert set(predict(model, got.test_X, got.feature_names)) <= set(range(10))  # the comparison's raw rows
 
 
 def test_a_text_model_is_monitored_on_lengths_vocabulary_and_predictions(ray_session, write_spec, tmp_path):
@@ -236,3 +266,75 @@ def mlflow_uri(uri: str):
     from perftune.track.uri import mlflow_store
 
     return mlflow_store(uri)
+
+
+def test_a_text_model_is_retrained_on_its_articles_and_the_labelled_texts_it_served(ray_session, write_spec, tmp_path):
+    """Retraining a text model stores raw articles (training split + served texts with feedback labels) as a text
+    version, fits the champion's transform again on it, registers a challenger and compares both on the same
+    held-out texts."""
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from perftune.data import Locations, load_dataset
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.registry.register import register
+    from perftune.retrain.loop import Retrainer
+    from perftune.serve.app import create_app
+    from perftune.serve.settings import ServeSettings
+    from perftune.spec import DatasetSpec
+
+    TFIDF = {"kind": "tfidf", "max_features": 800}
+    retrain = "gate: ['accuracy >= 0.5']\nretrain:\n  search: {budget: 0.5}\n"
+    spec = text_study(tmp_path, write_spec, 400, batch_sizes="[64]", extra=retrain)
+    result = perftune.tune(spec, out=tmp_path / "out")
+    uri = result.tracking["uri"]
+    register(tmp_path / "out", "news")
+    registry = ModelRegistry(uri)
+    registry.promote("news", "1", reason="first champion")
+    registry.close()
+    store = DataStore(tmp_path / "ws")
+    frame = pd.read_parquet(store.resolve("bbc")[1])
+    served = frame[frame.split == "test"].iloc[:160]  # articles the champion never trained on
+    scoring = f"sqlite:///{tmp_path / 'scoring.db'}"
+    settings = ServeSettings(reference="news@champion", tracking_uri=uri, scoring_uri=scoring)
+    items = []
+    with TestClient(create_app(settings)) as client:  # leaving drains the scoring log
+        for start in range(0, len(served), 8):
+            batch = served.iloc[start : start + 8]
+            r = client.post("/invocations", json={"inputs": batch.text.tolist()})
+            assert r.status_code == 200, r.text
+            items.append({"request_id": r.headers["X-Request-Id"], "labels": batch.label.tolist()})
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v2/models/news/feedback", json={"items": items}).status_code == 200
+
+    loop = Retrainer("news", uri, scoring)
+    try:
+        outcome = loop.run(force=True)
+    finally:
+        loop.close()
+    steps = {s.what: s for s in outcome.steps}
+    assert [s.what for s in outcome.steps][:5] == ["trigger", "data", "search", "study", "register"], outcome.steps
+    assert outcome.challenger == "2" and outcome.steps[-1].what in ("promote", "keep")
+    stored, _ = store.resolve(steps["data"].details["version"])
+    assert stored.kind == "text" and stored.weight == "perftune_weight"
+    assert stored.lineage["scoring_window"]["labelled_rows"] == 160
+    # the retraining table holds raw articles: the champion's training articles and the 160 served ones, minus
+    # the held-out share of them (compared on, never trained on)
+    retrained = pd.read_parquet(store.resolve(steps["data"].details["version"])[1])
+    held_out, trained_on = steps["data"].details["holdout_rows"], stored.lineage["training_data"]["rows"]
+    where = Locations.default(tmp_path / "ws")
+    champion_data = load_dataset(DatasetSpec(name="store:bbc", sample=400, transform=TFIDF), where=where)
+    assert held_out >= 20 and trained_on == 400 - len(champion_data.test_rows)
+    assert len(retrained) == trained_on + 160 - held_out
+    assert len(set(served.text) & set(retrained.text)) == 160 - held_out
+    assert set(retrained.split) == {"train", "test"} and set(retrained.label) == set(frame.label)
+    # the challenger's study kept the champion's features step (800 TF-IDF terms) and was weighted by recency
+    again = load_dataset(DatasetSpec(name=f"store:{stored.name}@{stored.version}", transform=TFIDF), where=where)
+    assert again.weights is not None and again.n_features == 800
+    compare = steps["compare"].details
+    assert compare["decided_on"] == "recent" and compare["comparisons"]["recent"]["rows"] == held_out
+    assert compare["comparisons"]["test split"]["rows"] == len(champion_data.test_rows)
+    from perftune.retrain.evaluate import load
+
+    challenger = load(uri, "news", "2")
+    assert set(challenger.predict(pd.DataFrame({"text": served.text.iloc[:3]}))) <= set(frame.label)

@@ -50,3 +50,15 @@ def test_the_gate_refuses_a_model_that_compression_cost_too_much_accuracy():
     bad = run_gate(gate, {"accuracy": 0.90, "accuracy_drop": 0.05}, "classification")
     assert ok[0].passed and not bad[0].passed
     assert "accuracy_drop" in bad[0].message()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_without_a_gpu_auto_trains_on_the_cpu_and_asking_for_cuda_is_a_clear_error(data):
+    from perftune.models.base import TaskInfo
+
+    family = get_family("torch_mlp")
+    trained = trial(data, device="auto")
+    assert trained["accuracy"] > 0.9 and "gpu_memory_mb" not in trained  # reported only where a GPU exists
+    info = TaskInfo(task="classification", n_features=64, classes=np.arange(4))
+    with pytest.raises(ValueError, match="device 'cuda' was asked for, but torch sees no CUDA GPU"):
+        family(family.Params(batch_size=32, device="cuda"), info, seed=0)

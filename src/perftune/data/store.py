@@ -189,13 +189,14 @@ class DataStore:
 
     def put_unstructured(
         self, frame: pd.DataFrame, name: str, kind: str, source: str, rules: dict[str, Any],
-        report: dict[str, Any], lineage: dict[str, Any], meta: dict[str, Any],
+        report: dict[str, Any], lineage: dict[str, Any], meta: dict[str, Any], weight: str | None = None,
     ) -> StoredVersion:  # fmt: skip
         """Store text or image rows (see :mod:`perftune.data.unstructured`): one row per item, a ``label`` and a
-        ``split`` column; identical content → the same version."""
+        ``split`` column, and an optional ``weight`` column of sample weights; identical content → the same
+        version."""
         _check_name(name)
         return self._store(
-            frame.reset_index(drop=True), name, "label", source, rules, report, lineage, kind=kind, meta=meta
+            frame.reset_index(drop=True), name, "label", source, rules, report, lineage, weight, kind=kind, meta=meta
         )
 
     def _store(

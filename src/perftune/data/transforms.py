@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from perftune.data.dataset import Dataset, _subsample
+from perftune.data.dataset import Dataset, _subsample, _weights
 from perftune.data.sources import RawTable
 from perftune.data.unstructured import LABEL_COLUMN, SPLIT_COLUMN, TEXT_COLUMN, images_array
 from perftune.errors import DatasetError, SpecError
@@ -215,6 +215,7 @@ def dataset_from_unstructured(raw: RawTable, spec: DatasetSpec, seed: int, works
         notes=notes,
         version=raw.version,
         test_rows=np.flatnonzero(test),
+        weights=_weights(frame, raw.weight, f"dataset {spec.name!r}") if raw.weight else None,
         scaled=True,
         raw_inputs=raw_inputs,
         transform={

@@ -22,6 +22,15 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return True
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for serving on the CPU: a network trained on a GPU is copied there first."""
+        state = dict(self.__dict__)
+        if any(p.device.type != "cpu" for p in self.net.parameters()):
+            import copy
+
+            state["net"] = copy.deepcopy(self.net).cpu()
+        return state
+
     def fit(self, X: Any, y: Any = None) -> TorchClassifier:  # the pipeline protocol; training is the trial's
         return self
 
@@ -29,9 +38,13 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         import torch
 
         X = np.asarray(X, dtype=np.float32)
+        device = next((p.device for p in self.net.parameters()), torch.device("cpu"))
         self.net.eval()
         with torch.inference_mode():
-            parts = [self.net(torch.from_numpy(X[i : i + EVAL_BATCH])).numpy() for i in range(0, len(X), EVAL_BATCH)]
+            parts = [
+                self.net(torch.from_numpy(X[i : i + EVAL_BATCH]).to(device)).cpu().numpy()
+                for i in range(0, len(X), EVAL_BATCH)
+            ]
         return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)), dtype=np.float32)
 
     def predict(self, X: Any) -> np.ndarray:

@@ -10,9 +10,11 @@ torch_cnn      2 × (Conv 3×3 → ReLU → MaxPool 2) with ``channels`` and 2·
 =============  ===========================================================================================
 
 Both train with cross-entropy and Adam (or SGD with momentum 0.9), one mini-batch per :meth:`step`, in as many
-threads as the study gives a trial (``cpus_per_trial``). Networks are plain ``torch.nn.Sequential`` stacks, so a
-fitted one pickles and loads without perftune's classes. torch is imported when a trainer is built: checking a
-spec against the families' hyperparameters must not wait for it.
+threads as the study gives a trial (``cpus_per_trial``). ``device: auto`` trains on a CUDA GPU when torch sees one
+(the probe then reports ``gpu_memory_mb``, the peak torch allocated) and on the CPU otherwise; a fitted network is
+pickled for serving on the CPU, and dynamic quantization runs there. Networks are plain ``torch.nn.Sequential``
+stacks, so a fitted one pickles and loads without perftune's classes. torch is imported when a trainer is built:
+checking a spec against the families' hyperparameters must not wait for it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class TorchParams(TrainingParams):
     quantize: bool = Field(default=False, description="dynamic int8 quantization of the Linear layers after training")
     prune: float = Field(
         default=0.0, ge=0, lt=1, description="after training, zero this fraction of weights (global L1 magnitude)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where to train: auto is a CUDA GPU when torch sees one, else the CPU"
     )
 
 
@@ -65,7 +70,8 @@ class _TorchTrainer:
         torch.manual_seed(seed)
         self.params, self.info = params, info
         self.classes = np.asarray(info.classes)
-        self.net = self.build(params, info)
+        self.device = _device(params.device)
+        self.net = self.build(params, info).to(self.device)
         if params.optimizer == "adam":
             self.optimizer: Any = torch.optim.Adam(
                 self.net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
@@ -82,12 +88,12 @@ class _TorchTrainer:
     def _inputs(self, X: np.ndarray) -> Any:
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(self.device)
 
     def _targets(self, y: np.ndarray) -> Any:
         import torch
 
-        return torch.from_numpy(np.searchsorted(self.classes, y).astype(np.int64))
+        return torch.from_numpy(np.searchsorted(self.classes, y).astype(np.int64)).to(self.device)
 
     def step(self, X: np.ndarray, y: np.ndarray) -> float:
         self.net.train()
@@ -108,7 +114,7 @@ class _TorchTrainer:
         import torch
 
         logits = self.logits(X)
-        loss = float(self.loss(torch.from_numpy(logits), self._targets(y)).item())
+        loss = float(self.loss(torch.from_numpy(logits), self._targets(y).cpu()).item())
         accuracy = float(np.mean(self.classes[np.argmax(logits, axis=1)] == y))
         if not math.isfinite(loss):
             raise TrialDiverged(f"validation loss is {loss}")
@@ -140,6 +146,7 @@ class _TorchTrainer:
         total = sum(m.weight.numel() for m, _ in layers)
         sparsity = sum(int((m.weight == 0).sum()) for m, _ in layers) / total
         if self.params.quantize:
+            self.net, self.device = self.net.cpu(), torch.device("cpu")  # dynamic int8 kernels run on the CPU
             with warnings.catch_warnings():  # torch.ao's quantized tensors are deprecated in favour of torchao
                 warnings.simplefilter("ignore")
                 self.net = torch.ao.quantization.quantize_dynamic(self.net, {nn.Linear}, dtype=torch.qint8)
@@ -149,7 +156,10 @@ class _TorchTrainer:
         import torch
 
         buffer = io.BytesIO()
-        torch.save(self.net.state_dict(), buffer)
+        state = self.net.state_dict()
+        if self.device.type != "cpu":  # a quantized network is on the CPU already and holds non-tensor entries
+            state = {k: v.cpu() for k, v in state.items()}
+        torch.save(state, buffer)
         return buffer.getvalue()
 
     @property
@@ -158,6 +168,20 @@ class _TorchTrainer:
         from perftune.models.torch_estimator import TorchClassifier
 
         return TorchClassifier(self.net, self.classes)
+
+
+def _device(asked: str) -> Any:
+    import torch
+
+    if asked == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was asked for, but torch sees no CUDA GPU (no GPU, or a CPU build of torch); "
+            "use device 'auto' or 'cpu'"
+        )
+    device = torch.device("cuda" if asked != "cpu" and torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # gpu_memory_mb is this trial's peak
+    return device
 
 
 @register_family

@@ -14,6 +14,12 @@
 
 The table is stored as a new version of ``<model>-retrain`` in the data store, its lineage naming the champion,
 its data and the scoring window; the retraining study reads it as ``store:<model>-retrain@<version>``.
+
+A model whose features step derives its features from raw rows (texts, images) is retrained on raw rows too:
+its training articles or images and the texts or pixel rows it was served. They are stored as a text or images
+version, with a seeded stratified split holding out the champion's share of test rows, and the retraining study
+fits the champion's transform (its ``transform:`` entry) again on the new training split. Served pixels are
+stored as bytes (rounded to whole values in 0…255, as the idx images are).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perftune.data.unstructured import IMAGE_COLUMN, LABEL_COLUMN, SPLIT_COLUMN, TEXT_COLUMN, assign_split
 from perftune.errors import PerftuneError
 from perftune.spec import RetrainDataSpec, parse_window
 
@@ -52,6 +59,9 @@ class RetrainData:
     test_y: np.ndarray
     lineage: dict[str, Any] = field(default_factory=dict)
     stored: Any = None  # the data store's StoredVersion
+    kind: str = "table"  # or "text" / "images": raw rows a features step turns into features
+    meta: dict[str, Any] = field(default_factory=dict)  # the text/images version's facts (classes, image size)
+    transform: Any = None  # the champion's TransformSpec (None: the kind's default), kept by the retraining study
 
     @property
     def reference(self) -> str:
@@ -103,6 +113,10 @@ def assemble(
     dataset = load_dataset(plan.dataset, seed=plan.seed, where=where)
     train, test = holdout_split(dataset, plan.evaluation.test_fraction, plan.seed)
     half_life = parse_window(settings.recency_half_life)[1] if settings.recency_half_life else None
+    raw = dataset.raw_inputs  # texts N×1 or images N×H×W as served, when a features step derives the features
+    rows = dataset.X if raw is None else raw.reshape(len(raw), -1)
+    kind = "table" if raw is None else str((dataset.transform or {}).get("data", "text"))
+    columns = [TEXT_COLUMN] if kind == "text" else list(dataset.feature_names)
 
     number = str(champion.version)
     bounds = windows.since(engine, champion.name, number, since)
@@ -110,10 +124,10 @@ def assemble(
     recent_X, recent_y, recent_at = got.X, got.labels, got.at
     if len(got) > settings.max_recent_rows:
         recent_X, recent_y, recent_at = (a[-settings.max_recent_rows :] for a in (recent_X, recent_y, recent_at))
-    if len(recent_y) and recent_X.shape[1] != dataset.n_features:
+    if len(recent_y) and recent_X.shape[1] != rows.shape[1]:
         raise PerftuneError(
             f"the scoring log holds rows of {recent_X.shape[1]} columns for {champion.name} v{number}, whose "
-            f"training data has {dataset.n_features}"
+            f"training data has {rows.shape[1]}"
         )
     held_out = _holdout(recent_at, settings.holdout_fraction, half_life, seed)
     fit = ~held_out
@@ -129,7 +143,7 @@ def assemble(
         built = _built_at(plan, dataset, where) or datetime.fromtimestamp(
             champion.creation_timestamp / 1000, timezone.utc
         )
-        parts_X.append(dataset.X[train])
+        parts_X.append(rows[train])
         parts_y.append(dataset.y[train])
         parts_w.append(base * _decay(newest - built.timestamp(), half_life))
     if len(fit_y):
@@ -142,11 +156,18 @@ def assemble(
             + ("" if settings.include_training else " and retrain.data.include_training is false")
             + "; send labels with POST /v2/models/{name}/feedback or `perftune feedback`"
         )
-    frame = pd.DataFrame(np.concatenate(parts_X), columns=dataset.feature_names)
-    if dataset.target in frame.columns or WEIGHT_COLUMN in frame.columns:
-        raise PerftuneError(f"a feature of {champion.name} is named {dataset.target!r} or {WEIGHT_COLUMN!r}")
-    frame[dataset.target] = np.concatenate(parts_y)
-    frame[WEIGHT_COLUMN] = np.maximum(np.concatenate(parts_w), MIN_WEIGHT)
+    weights = np.maximum(np.concatenate(parts_w), MIN_WEIGHT)
+    if raw is None:
+        frame = pd.DataFrame(np.concatenate(parts_X), columns=dataset.feature_names)
+        if dataset.target in frame.columns or WEIGHT_COLUMN in frame.columns:
+            raise PerftuneError(f"a feature of {champion.name} is named {dataset.target!r} or {WEIGHT_COLUMN!r}")
+        frame[dataset.target] = np.concatenate(parts_y)
+        meta: dict[str, Any] = {}
+    else:
+        frame, meta = _raw_rows(kind, np.concatenate(parts_X), np.concatenate(parts_y), raw.shape[1:])
+        # the retraining study holds out the champion's share of test rows, as a table's study draws its own
+        frame[SPLIT_COLUMN] = assign_split(frame[LABEL_COLUMN].astype(str), len(test) / dataset.n_rows, seed)
+    frame[WEIGHT_COLUMN] = weights
     training_rows = len(train) if settings.include_training else 0
     window = {
         "model": champion.name, "version": number,
@@ -162,10 +183,11 @@ def assemble(
         "recency_half_life": settings.recency_half_life,
     }
     return RetrainData(
-        frame=frame, target=dataset.target, task=dataset.task, feature_names=list(dataset.feature_names),
+        frame=frame, target=dataset.target, task=dataset.task, feature_names=columns,
         training_rows=training_rows, recent_rows=len(recent_y), window=window,
         holdout_X=recent_X[held_out], holdout_y=_as_target(recent_y[held_out], dataset.y),
-        test_X=dataset.X[test], test_y=dataset.y[test], lineage=lineage,
+        test_X=rows[test], test_y=dataset.y[test], lineage=lineage, kind=kind, meta=meta,
+        transform=plan.dataset.transform,
     )  # fmt: skip
 
 
@@ -184,6 +206,17 @@ def _holdout(at: np.ndarray, fraction: float, half_life_s: float | None, seed: i
         return held
     held[chosen] = True
     return held
+
+
+def _raw_rows(kind: str, X: np.ndarray, y: np.ndarray, shape: tuple[int, ...]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Raw training rows as a text or images version's columns (its ``split`` is drawn by the caller)."""
+    classes = sorted({str(c) for c in y}) if y.dtype.kind not in "iu" else sorted(int(c) for c in set(y))
+    if kind == "text":
+        return pd.DataFrame({TEXT_COLUMN: [str(t) for t in X[:, 0]], LABEL_COLUMN: y}), {"classes": classes}
+    height, width = shape
+    pixels = np.clip(np.rint(np.asarray(X, dtype=np.float64)), 0, 255).astype(np.uint8)
+    frame = pd.DataFrame({IMAGE_COLUMN: [row.tobytes() for row in pixels], LABEL_COLUMN: y})
+    return frame, {"height": int(height), "width": int(width), "features": int(height * width), "classes": classes}
 
 
 def _as_target(labels: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -214,10 +247,14 @@ def _built_at(plan: Any, dataset: Any, where: Any) -> datetime | None:
 
 
 def store(data: RetrainData, workspace: str | Path, model: str) -> RetrainData:
-    """Write the table as a new version of ``<model>-retrain`` in the data store."""
+    """Write the table (or the text/images rows) as a new version of ``<model>-retrain`` in the data store."""
     from perftune.data.store import DataStore
 
-    data.stored = DataStore(workspace).put(
-        data.frame, f"{model}-retrain", data.target, f"perftune retrain {model}", data.lineage, weight=WEIGHT_COLUMN
-    )
+    name, source = f"{model}-retrain", f"perftune retrain {model}"
+    if data.kind == "table":
+        data.stored = DataStore(workspace).put(data.frame, name, data.target, source, data.lineage, WEIGHT_COLUMN)
+    else:
+        data.stored = DataStore(workspace).put_unstructured(
+            data.frame, name, data.kind, source, {}, {}, data.lineage, data.meta, weight=WEIGHT_COLUMN
+        )
     return data

@@ -230,6 +230,7 @@ class Retrainer:
             spec, _trials(original, origin_dataset), _trials(previous, dataset), source, reference,
             assembled.target, assembled.task, f"{spec.name}-retrain-{now:%Y%m%dT%H%M%S}", self.registry.tracking_uri,
             spec.retrain.search.budget, spec.retrain.search.warm_start, check=not dry_run,
+            transform=assembled.transform,
         )  # fmt: skip
 
     def _train_and_register(self, search: Any, champion: Any, trigger: dict[str, Any], assembled: Any,

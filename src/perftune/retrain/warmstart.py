@@ -72,12 +72,14 @@ def plan_search(
     budget: float,
     warm_start: bool,
     check: bool = True,
+    transform: Any = None,
 ) -> SearchPlan:
     """The retraining spec (``name``) for the spec's families on ``data_reference`` (a store: dataset).
 
     ``original``: the original study's trials of the champion's dataset (they set the budget);
     ``previous``: the champion's own study's trials of its dataset (they seed the search), from ``source``.
     ``check``: check the spec against the data store (off for a dry run, which stores nothing).
+    ``transform``: the champion's features step for text or image data (its dataset entry's ``transform``).
     """
     from perftune.models.base import get_family
     from perftune.tuning.plan import make_plan
@@ -117,7 +119,7 @@ def plan_search(
             search = search.model_copy(update={"algorithm": "random", "num_samples": per_family, "points": []})
     else:
         search = search.model_copy(update={"points": points, "num_samples": max(per_family, len(points))})
-    entry = DatasetSpec(name=data_reference, source="store", target=target, task=task)
+    entry = DatasetSpec(name=data_reference, source="store", target=target, task=task, transform=transform)
     tracking = spec.tracking.model_copy(update={"uri": tracking_uri})
     retrain_spec = spec.model_copy(
         update={"name": name, "datasets": [entry], "models": models, "search": search, "tracking": tracking},
