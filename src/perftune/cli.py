@@ -676,7 +676,7 @@ def explain(
     tracking_uri: TrackingUri = None,
     workspace: Workspace = None,
 ) -> None:
-    """A version's global importance (permutation, test split) and per-row attributions of its latest scored rows."""
+    """A version's global importance (test split) and per-row attributions of its latest scored rows."""
     import json
 
     from perftune.explain.version import explain_version
@@ -694,22 +694,34 @@ def explain(
     if json_out:
         document = {
             "name": found.name, "version": found.version,
-            "importance": [f.__dict__ for f in found.importance],
+            "importance": [f.__dict__ for f in found.importance], "method": found.method.description,
             "attributions": found.attributions.to_dict() if found.attributions else None, "rows": found.rows_note,
         }  # fmt: skip
         print(json.dumps(document, indent=2))
         return
     from rich.table import Table
 
-    table = Table(title=f"{found.name} v{found.version}: permutation importance (test split)", title_justify="left")
-    for header in ("feature", "score drop", "± std"):
+    shown = found.shown_importance
+    more = f", the strongest {len(shown)} of {len(found.importance)}" if len(shown) < len(found.importance) else ""
+    table = Table(title=f"{found.name} v{found.version}: {found.method.description}{more}", title_justify="left")
+    for header in ("feature", found.method.measure, "± std"):
         table.add_column(header, justify="left" if header == "feature" else "right")
-    for f in found.importance:
+    for f in shown:
         table.add_row(escape(f.feature), f"{f.mean:.4f}", f"{f.std:.4f}")
     console.print(table)
     a = found.attributions
     if a is None:
         console.print(f"attributions: {found.rows_note}")
+        return
+    if found.inputs != "table":  # hundreds of terms or pixels a row: its strongest ones
+        table = Table(title=f"attributions of {found.rows_note} ({a.method})", title_justify="left")
+        for header in ("row", "explained", "base", "output", "strongest features"):
+            table.add_column(header, justify="left" if header in ("explained", "strongest features") else "right")
+        for i in range(len(a.output)):
+            strongest = ", ".join(f"{name} {value:+.3f}" for name, value in found.strongest(i))
+            table.add_row(str(i), escape(a.explained[i]), f"{a.base_value[i]:.3f}", f"{a.output[i]:.3f}",
+                          escape(strongest))  # fmt: skip
+        console.print(table)
         return
     table = Table(title=f"attributions of {found.rows_note} ({a.explained[0]})", title_justify="left")
     for header in ("row", "base", *a.feature_names, "= output"):

@@ -135,11 +135,18 @@ def test_a_text_model_registers_with_its_features_step_and_predicts_raw_articles
         assert explained["explained"] == ["logit of class sport"] and "integrated gradients" in explained["method"]
         terms = [term for term, _ in explained["top_terms"][0]]
         assert len(terms) == 10 and {"team", "match", "score", "striker", "won", "win", "leagu"} & set(terms[:5])
-        total = sum(value for _, value in explained["top_terms"][0])
-        assert (
-            total <= explained["output"][0] - explained["base_value"][0] + abs(explained["delta"][0]) + 1e-6
-            or total > 0
-        )
+        strengths = [abs(value) for _, value in explained["top_terms"][0]]
+        assert strengths == sorted(strengths, reverse=True) and strengths[0] > 0  # strongest first
+
+    # perftune explain: the global importance stored at registration (mean |attribution| over test rows, every
+    # term of the vocabulary) and the strongest terms of the latest scored rows, in the terminal and a page
+    shown, table, page = explain_command("news", settings, tmp_path)
+    assert "integrated gradients" in shown["method"] and len(shown["importance"]) == 800
+    means = [f["mean"] for f in shown["importance"]]
+    assert means == sorted(means, reverse=True) and means[0] > 0
+    assert len(shown["attributions"]["top_terms"]) == 3 and shown["rows"] == "the latest 3 scored rows"
+    assert "mean |attribution|" in table and "strongest features" in table and "the strongest 20 of 800" in table
+    assert "strongest features" in page and "Global importance: mean |integrated gradients|" in page
 
 
 def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, write_spec, tmp_path):
@@ -195,6 +202,14 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
         assert attributions.shape == (1, 784) and len(pixels["feature_names"]) == 784  # a map over the pixels
         gap = pixels["output"][0] - pixels["base_value"][0]  # integrated gradients sum to the logit's rise
         assert abs(attributions.sum() - gap) <= abs(pixels["delta"][0]) + 1e-3 * max(1.0, abs(gap))
+
+    # perftune explain: where on the image the network looks over the test rows; a pixel that is black in nearly
+    # every image (a corner) equals the black baseline there, so integrated gradients give it next to nothing
+    shown, table, page = explain_command("fashion", settings, tmp_path)
+    importance = {f["feature"]: f["mean"] for f in shown["importance"]}
+    assert len(importance) == 784 and importance["px_0_0"] < 1e-3 * max(importance.values())
+    assert "attribution map of each row" in page and "mean absolute attribution of each pixel" in page
+    assert np.array(shown["attributions"]["attributions"]).shape == (3, 784) and "px_" in table
 
     # retraining data: the training images and the served ones with feedback labels, stored as an images version
     labelled = read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[100:140]
@@ -260,6 +275,23 @@ def test_a_text_model_is_monitored_on_lengths_vocabulary_and_predictions(ray_ses
     estimated = next(p for p in outcomes["articles"].performance if p.kind == "estimated")
     assert estimated.value is not None and estimated.value > 0.8 and estimated.rows == 120  # CBPE, no labels
     assert outcomes["unseen"].drift.prediction is not None
+
+
+def explain_command(name: str, settings, tmp_path) -> tuple[dict, str, str]:
+    """``perftune explain NAME 1`` of the served version's latest 3 rows: its JSON, its table and its page."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from perftune.cli import app
+
+    args = ["explain", name, "1", "--rows", "3", "--scoring-uri", settings.scoring_uri]
+    args += ["--tracking-uri", settings.tracking_uri]
+    shown = CliRunner().invoke(app, [*args, "--json"])
+    assert shown.exit_code == 0, shown.output
+    table = CliRunner().invoke(app, [*args, "--html", str(tmp_path / "explain.html")], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    return json.loads(shown.output), table.output, (tmp_path / "explain.html").read_text()
 
 
 def mlflow_uri(uri: str):

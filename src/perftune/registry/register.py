@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +36,10 @@ from perftune.track.uri import mlflow_store, normalize_tracking_uri
 from perftune.tuning.trial import TrialSettings, run_trial
 
 if TYPE_CHECKING:
+    from perftune.explain.importance import FeatureImportance, Method
     from perftune.monitor.profile import ReferenceProfile
+
+log = logging.getLogger("perftune.register")
 
 
 # what a compressed model's refit reports beside its metrics (the gate can bound e.g. accuracy_drop)
@@ -168,16 +172,15 @@ class Refitted:
         from perftune.monitor.reference import build_profile
 
         d = self.dataset
-        if d.transform is not None and d.raw_inputs is not None:
+        if self.inputs != "table":
             from perftune.monitor.reference import build_derived_profile
 
-            inputs = "text" if d.transform["data"] == "text" else "image"
             # the held-out split: like served inputs, the vocabulary never saw it (training texts have no OOV terms)
             return build_derived_profile(
                 self.pipeline,
                 d.raw_inputs[self.test],
                 d.y[self.test],
-                inputs,
+                self.inputs,
                 d.task,
                 self.metrics,
                 settings,
@@ -187,6 +190,29 @@ class Refitted:
             self.pipeline, d.X[self.train], d.feature_names, self.frame, d.y[self.test], d.task, self.metrics,
             settings, budgets,
         )  # fmt: skip
+
+    @property
+    def inputs(self) -> str:
+        """What the model is served: ``table``, ``text`` or ``image`` rows."""
+        d = self.dataset
+        if d.transform is None or d.raw_inputs is None:
+            return "table"
+        return "text" if d.transform["data"] == "text" else "image"
+
+    def importance(self) -> tuple[list[FeatureImportance], Method] | None:
+        """Global importance on the test split (see :mod:`perftune.explain.importance`); None for a network
+        without gradients (quantized), which has no attributions."""
+        from perftune.explain.attributions import NotExplainable
+        from perftune.explain.importance import PERMUTATION, attribution_importance, permutation_importance
+
+        d, seed = self.dataset, self.plan.seed
+        if self.inputs == "table":
+            return permutation_importance(self.pipeline, self.frame, d.y[self.test], d.task, seed), PERMUTATION
+        try:
+            return attribution_importance(self.pipeline, d.raw_inputs[self.test], self.inputs, seed)
+        except NotExplainable as exc:
+            log.info("no global importance: %s", exc)
+            return None
 
     def lineage(self) -> dict[str, str]:
         d = self.dataset
@@ -355,19 +381,11 @@ def register(
             + "; ".join(c.message() for c in checks if not c.passed)
             + " (use --force to register anyway, tagged gate=failed)"
         )
-    from perftune.explain.importance import log_importance, permutation_importance
+    from perftune.explain.importance import log_importance
     from perftune.monitor.reference import budgets_of, log_profile
 
-    tabular = refitted.dataset.transform is None
     profile = refitted.profile(spec.monitor, budgets_of(spec.constraints))  # a bad monitor: section fails here
-    # permutation importance reads named numeric columns: tables only (texts and images are explained per row)
-    importance = (
-        permutation_importance(
-            refitted.pipeline, refitted.frame, refitted.dataset.y[refitted.test], refitted.dataset.task, spec.seed
-        )
-        if tabular
-        else None
-    )
+    importance = refitted.importance()
     uri = normalize_tracking_uri(tracking_uri) if tracking_uri else study.tracking["uri"]
     registry = ModelRegistry(uri)  # fails early (before any write) on a store without an audit log
     client = registry.client
@@ -393,7 +411,7 @@ def register(
     client.log_dict(run_id, [c.__dict__ for c in checks], "gate.json")
     log_profile(client, run_id, profile)
     if importance is not None:
-        log_importance(client, run_id, importance, refitted.dataset.task)
+        log_importance(client, run_id, importance[0], refitted.dataset.task, importance[1])
     with mlflow_store(uri):  # the fluent calls below read MLflow's process-wide URIs
         with mlflow.start_run(run_id=run_id):
             info = mlflow.sklearn.log_model(
