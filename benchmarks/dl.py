@@ -7,10 +7,12 @@ For each use case, in a fresh temporary workspace (the raw files are ingested in
   2. the example as written: ASHA on validation accuracy plus the budget stoppers;
   3. the best feasible trial of (2), refitted on the whole training split and measured on the held-out test
      split as it is served (features step + network): as tuned, with dynamic int8 quantization, with 50 %
-     magnitude pruning, and with both.
+     magnitude pruning, and with both. Registration measures each network with torch's and with
+     onnxruntime's forward pass, alternately on the same rows (a quantized network has no ONNX export).
 
 Printed: CPU-seconds and wall seconds of (1) and (2) and their ratios (the savings factors), the best accuracy of
-each; then test accuracy, train time, latency p95, throughput and size of each variant of (3).
+each; then test accuracy, train time, latency p95 and throughput under each runtime, sizes, and the runtime
+registration would serve, for each variant of (3).
 
 Usage: ``python benchmarks/dl.py [--only bbc|fashion]`` (PERFTUNE_DATA_DIR must point at the datasets).
 """
@@ -74,15 +76,23 @@ def run(case: str, workdir: Path) -> None:
     plan = RefitPlan.from_study(spec, tuned, trial)
     print(f"\nbest feasible: {trial.model} {trial.params}; refitted on the training split, measured on the test split")
     print(
-        f"{'variant':<20} {'test accuracy':>13} {'drop':>7} {'train s':>8} {'latency p95 ms':>15} "
-        f"{'rows/s':>9} {'size bytes':>11}"
+        f"{'variant':<20} {'test accuracy':>13} {'drop':>7} {'train s':>8} {'p95 ms torch':>13} {'p95 ms onnx':>12} "
+        f"{'rows/s torch':>13} {'rows/s onnx':>12} {'size bytes':>11} {'onnx bytes':>11} {'served by':>12}"
     )
     for name, change in VARIANTS.items():
-        metrics = refit(replace(plan, params={**plan.params, **change})).metrics
+        refitted = refit(replace(plan, params={**plan.params, **change}))
+        m = refitted.metrics
+        torch_p95, torch_rps = m.get("latency_ms_p95_torch", m["latency_ms_p95"]), m.get("throughput_rps_torch")
         print(
-            f"{name:<20} {metrics['accuracy']:>13.4f} {metrics['accuracy_drop']:>7.4f} {metrics['train_time_s']:>8.1f} "
-            f"{metrics['latency_ms_p95']:>15.3f} {metrics['throughput_rps']:>9.0f} {metrics['model_size_bytes']:>11.0f}"
+            f"{name:<20} {m['accuracy']:>13.4f} {m['accuracy_drop']:>7.4f} {m['train_time_s']:>8.1f} "
+            f"{torch_p95:>13.3f} {_num(m.get('latency_ms_p95_onnx'), '.3f'):>12} "
+            f"{_num(torch_rps or m['throughput_rps'], '.0f'):>13} {_num(m.get('throughput_rps_onnx'), '.0f'):>12} "
+            f"{m['model_size_bytes']:>11.0f} {_num(m.get('model_size_bytes_onnx'), '.0f'):>11} {refitted.runtime:>12}"
         )
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
 
 
 def main() -> None:

@@ -550,6 +550,9 @@ def feedback(
     )
     if unknown:
         console.print("  " + ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else ""), highlight=False)
+        if not result.stored:
+            console.print(f"  none of them was logged for model {model!r} in {uri}: check --model and --scoring-uri",
+                          highlight=False)  # fmt: skip
         raise typer.Exit(1)
 
 

@@ -170,7 +170,7 @@ def test_idx_images_keep_their_split_shape_and_labels(tmp_path, idx_folder):
 
 
 def test_labels_outside_the_classes_and_broken_files_are_rejected(tmp_path, idx_folder):
-    with pytest.raises(DatasetError, match="no idx pair passed"):
+    with pytest.raises(DatasetError, match=r"no idx pair passed the rules: labels 0…3 outside 0…2"):
         ingest_images(DataStore(tmp_path / "ws"), idx_folder, "shapes", classes=3)  # labels 0…3
     (idx_folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05ab"))
     stored = ingest_images(DataStore(tmp_path / "ws2"), idx_folder, "shapes", classes=4, test_fraction=0.25)

@@ -122,6 +122,11 @@ def test_a_text_model_registers_with_its_features_step_and_predicts_raw_articles
         assert csv.json() == {"predictions": ["sport"]}
         wrong = client.post("/invocations", json={"inputs": [1.5]})
         assert wrong.status_code == 422 and "must be a text" in wrong.json()["error"]
+        blank = client.post("/invocations", json={"inputs": [texts[0], "  "]})
+        assert blank.status_code == 422 and "an empty or blank text" in blank.json()["error"]
+        unknown = {"request_id": v2.headers["X-Request-Id"], "labels": ["sport", "weather"]}
+        refused = client.post("/v2/models/news/feedback", json={"items": [unknown]})
+        assert refused.status_code == 422 and "label 'weather' is not one of the model's classes" in refused.text
         numbers = client.post(
             "/v2/models/news/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}]}
         )
@@ -155,6 +160,7 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
 
     from perftune.data import Locations, load_dataset
     from perftune.data.unstructured import read_idx
+    from perftune.monitor.check import Monitor
     from perftune.registry.catalog import ModelRegistry
     from perftune.registry.register import register
     from perftune.retrain.data import assemble, store
@@ -173,6 +179,13 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
     result = perftune.tune(spec, out=tmp_path / "out")
     registered = register(tmp_path / "out", "fashion")
     assert registered.test_metrics["accuracy"] > 0.5  # 10 classes, 1500 images
+    # both runtimes measured on the same rows; the served one's numbers are the plain ones
+    metrics, runtime = registered.test_metrics, registered.lineage["perftune.runtime"]
+    assert runtime in ("torch", "onnxruntime") and metrics["model_size_bytes_onnx"] > 0
+    served = "onnx" if runtime == "onnxruntime" else "torch"
+    assert metrics["latency_ms_p95"] == metrics[f"latency_ms_p95_{served}"]
+    assert (runtime == "onnxruntime") == (metrics["latency_ms_p95_onnx"] < 0.9 * metrics["latency_ms_p95_torch"])
+    assert_served_by_onnxruntime_when_tagged(result.tracking["uri"], "fashion", "1")
     images = read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[:4]
     settings = ServeSettings(
         reference="fashion@challenger",
@@ -212,20 +225,32 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
     assert np.array(shown["attributions"]["attributions"]).shape == (3, 784) and "px_" in table
 
     # retraining data: the training images and the served ones with feedback labels, stored as an images version
-    labelled = read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[100:140]
-    labels = read_idx(data_dir() / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")[100:140]
+    labelled = read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[100:220]
+    labels = read_idx(data_dir() / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")[100:220]
     with TestClient(create_app(settings)) as client:
         ids = [client.post("/invocations", json={"inputs": labelled[i : i + 8].tolist()}).headers["X-Request-Id"]
-               for i in range(0, 40, 8)]  # fmt: skip
+               for i in range(0, 120, 8)]  # fmt: skip
     items = [{"request_id": key, "labels": labels[i * 8 : i * 8 + 8].tolist()} for i, key in enumerate(ids)]
     with TestClient(create_app(settings)) as client:
+        wrong = [{**items[0], "labels": [42, *items[0]["labels"][1:]]}]  # class 42 does not exist
+        assert client.post("/v2/models/fashion/feedback", json={"items": wrong}).status_code == 422
         assert client.post("/v2/models/fashion/feedback", json={"items": items}).status_code == 200
+    # monitoring: integer classes come back from the scoring log as numbers; each is its class, estimated and real
+    monitor = Monitor("fashion/1", result.tracking["uri"], settings.scoring_uri)
+    try:
+        checked = monitor.check("120", save=False)
+    finally:
+        monitor.close()
+    assert checked.reference == "held-out split" and checked.drift.prediction is not None
+    accuracy = {p.kind: p.value for p in checked.performance}
+    assert accuracy["estimated"] > 0.5 and accuracy["realized"] > 0.5  # 10 classes; CBPE agrees with the labels
+    assert abs(accuracy["estimated"] - accuracy["realized"]) < 0.2
     registry = ModelRegistry(result.tracking["uri"])
     version = registry.version("fashion", "1")
     registry.close()
     got = assemble(version, scoring_engine(settings.scoring_uri), RetrainDataSpec(), since=None)
     stored = store(got, tmp_path / "ws", "fashion").stored
-    assert stored.kind == "images" and stored.meta["height"] == 28 and got.recent_rows == 40  # the labelled ones
+    assert stored.kind == "images" and stored.meta["height"] == 28 and got.recent_rows == 120  # the labelled ones
     again = load_dataset(
         DatasetSpec(name=f"store:{stored.name}@{stored.version}"), where=Locations.default(tmp_path / "ws")
     )
@@ -275,6 +300,36 @@ def test_a_text_model_is_monitored_on_lengths_vocabulary_and_predictions(ray_ses
     estimated = next(p for p in outcomes["articles"].performance if p.kind == "estimated")
     assert estimated.value is not None and estimated.value > 0.8 and estimated.rows == 120  # CBPE, no labels
     assert outcomes["unseen"].drift.prediction is not None
+
+
+def assert_served_by_onnxruntime_when_tagged(uri: str, name: str, version: str) -> None:
+    """A version tagged ``perftune.runtime=onnxruntime`` is served through its ONNX file, with torch's answers;
+    without a readable ONNX file torch serves it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.serve.model import _use_onnx, load_version
+
+    client = MlflowClient(uri, uri)
+    client.set_model_version_tag(name, version, "perftune.runtime", "onnxruntime")
+    registry = ModelRegistry(uri)
+    try:
+        loaded = load_version(registry, f"{name}/{version}")
+        step = loaded._predict.__self__.steps[-1][1]
+        X = np.random.default_rng(0).integers(0, 256, (64, 784)).astype(float)
+        assert step.onnx is not None
+        by_onnx = loaded.predict(X)
+        step.use_onnx(None)
+        assert np.array_equal(by_onnx, loaded.predict(X))  # the same classes as torch
+        experiment = client.get_run(client.get_model_version(name, version).run_id).info.experiment_id
+        elsewhere = SimpleNamespace(name=name, version=version, run_id=client.create_run(experiment).info.run_id)
+        _use_onnx(loaded._predict.__self__, elsewhere, registry)  # a run without the ONNX file
+        assert step.onnx is None and np.array_equal(by_onnx, loaded.predict(X))  # torch serves on
+    finally:
+        registry.close()
 
 
 def explain_command(name: str, settings, tmp_path) -> tuple[dict, str, str]:

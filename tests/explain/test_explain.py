@@ -135,3 +135,25 @@ def test_the_explain_page_renders_in_chromium(registered, tmp_path, render_page)
     assert seen.present == ["importance", "rows"] and seen.errors == []
     assert len(seen.images) == 2 and all(complete and width > 0 for _, complete, width in seen.images)
     assert "output" in seen.texts["#rows table"]
+
+
+def test_a_quantized_network_is_explained_through_its_dequantized_weights():
+    """Dynamic int8 quantization leaves no gradients; the explainer integrates a float copy carrying the same int8
+    weights, which gives the served logits up to the activations' rounding."""
+    import torch
+    from sklearn.pipeline import Pipeline as SkPipeline
+
+    from perftune.data.transforms import PixelFeatures
+    from perftune.models.torch_estimator import TorchClassifier
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)).eval()
+    quantized = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+    served = SkPipeline([("features", PixelFeatures(4, 4)), ("model", TorchClassifier(quantized, np.arange(3)))])
+    images = np.random.default_rng(0).integers(0, 256, (5, 16)).astype(float)
+    a = explainer_for(served, [], "image").explain(images)
+    served_logits = served[-1].logits(served[0].transform(images))
+    picked = served_logits[np.arange(5), served.predict(images)]
+    assert np.allclose(a.output, picked, atol=0.02 * np.abs(picked).max())  # the served network's logits
+    assert np.allclose(a.values.sum(axis=1), a.output - a.base_value, atol=1e-3 + np.abs(a.extra["delta"]).max())
+    assert "dequantized" in a.method and a.values.shape == (5, 16)

@@ -3,6 +3,8 @@ before and after in the trial's result, and a gate that bounds the accuracy it m
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,25 @@ def test_without_a_gpu_auto_trains_on_the_cpu_and_asking_for_cuda_is_a_clear_err
     info = TaskInfo(task="classification", n_features=64, classes=np.arange(4))
     with pytest.raises(ValueError, match="device 'cuda' was asked for, but torch sees no CUDA GPU"):
         family(family.Params(batch_size=32, device="cuda"), info, seed=0)
+
+
+@pytest.mark.parametrize("name", ["torch_mlp", "torch_cnn"])
+def test_an_exported_network_gives_torchs_logits_under_onnxruntime(name):
+    from perftune.models.base import TaskInfo
+    from perftune.models.onnx_runtime import NotExportable, OnnxNetwork, export
+
+    family = get_family(name)
+    info = TaskInfo(task="classification", n_features=64, classes=np.arange(4))
+    trainer = family(family.Params(batch_size=32, hidden_units=16), info, seed=0)
+    X = np.random.default_rng(0).random((300, 64)).astype(np.float32)
+    model = export(trainer.net, X)
+    rows = X[:7]  # another batch size than the export's sample: the batch dimension is dynamic
+    assert np.allclose(OnnxNetwork(model).logits(rows), trainer.logits(rows), rtol=1e-3, atol=1e-4)
+    classifier = trainer.estimator.use_onnx(model)
+    assert np.array_equal(classifier.predict(X), trainer.predict(X)) and classifier.onnx is not None
+    assert pickle.loads(pickle.dumps(classifier)).onnx is None  # a session is not pickled
+    if name == "torch_mlp":
+        trainer.params = trainer.params.model_copy(update={"quantize": True})
+        trainer.compress()
+        with pytest.raises(NotExportable, match="quantized network has no ONNX export"):
+            export(trainer.net, X)

@@ -236,20 +236,23 @@ def test_feedback_checks_the_label_count_and_re_sending_replaces_instead_of_dupl
         )
         assert too_many.status_code == 422
         assert too_many.json()["error"].startswith(f"request '{newer}': 3 labels for 2 rows")
-        by_client = {"items": [{"request_id": "reused", "labels": [1, 0]}]}
+        by_client = {"items": [{"request_id": "reused", "labels": [1, 2]}]}
         for _ in range(2):  # re-sent: still one feedback row
             answer = client.post("/v2/models/diabetes-clf/feedback", json=by_client).json()
         assert answer["matched"] == [{"id": "reused", "request_id": newer, "by": "client_id", "candidates": 2}]
         assert answer["replaced"] == 1 and "most recent" in answer["rule"]
         by_key = client.post("/v2/models/diabetes-clf/feedback", json={"items": [{"request_id": older, "labels": 1}]})
         assert by_key.json()["matched"][0]["by"] == "request_id"
+        unknown_class = {"items": [{"request_id": older, "labels": [0]}]}  # diabetes' classes are 1 and 2
+        refused = client.post("/v2/models/diabetes-clf/feedback", json=unknown_class)
+        assert refused.status_code == 422 and "label 0 is not one of the model's classes (1, 2)" in refused.text
     engine = scoring_engine(uri)
     with pytest.raises(LabelCountError, match=r"request 'reused': 1 labels for 2 rows; send exactly one label"):
         attach_labels(engine, "diabetes-clf", [("reused", [1])])
     with engine.connect() as conn:
         stored = dict(conn.execute(sa.text("select request_id, labels from perftune_feedback")).all())
     engine.dispose()
-    assert stored == {newer: "[1, 0]", older: "[1]"} or stored == {newer: "[1,0]", older: "[1]"}
+    assert stored == {newer: "[1,2]", older: "[1]"}
 
 
 def test_feedback_cli_refuses_more_labels_than_rows_and_is_idempotent(registered, uri, tmp_path):

@@ -421,7 +421,8 @@ def read_idx_images(folder: Path, classes: int | None) -> tuple[pd.DataFrame, In
             )
         )
     if not frames:
-        raise DatasetError(f"{folder}: no idx pair passed the rules ({report.counts()})")
+        reasons = sorted({f.reason for f in report.files if f.status == "rejected" and f.reason})
+        raise DatasetError(f"{folder}: no idx pair passed the rules: {'; '.join(reasons) or report.counts()}")
     if len(shapes) > 1:
         raise DatasetError(f"{folder}: image sizes differ between files: {sorted(shapes)}")
     frame = pd.concat(frames, ignore_index=True)

@@ -11,7 +11,8 @@ class the row was predicted as (one-vs-rest).
 The PyTorch families (a features step — a bag of words, pixels — then the network) are explained with Captum's
 integrated gradients on the network's input features, from an all-zero baseline (an empty document, a black
 image) to the row, for the logit of the class the row was predicted as: attributions sum to that logit minus the
-baseline's (up to the integral's approximation, reported as ``delta``). A text row's attributions are its words
+baseline's (up to the integral's approximation, reported as ``delta``). A dynamically quantized network has no
+gradients: it is explained through a float copy of its dequantized int8 weights. A text row's attributions are its words
 (stems) and are returned as the row's strongest terms; an image row's are its pixels (a map).
 
 Any other family has no explainer here yet: :func:`explainer_for` says so in one line rather than guess.
@@ -109,8 +110,7 @@ class IntegratedGradientsExplainer:
 
     def __init__(self, served: Any, kind: str, steps: int = 32, top: int = 10) -> None:
         self.features, self.model = served.steps[0][1], served.steps[-1][1]
-        if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in self.model.net.modules()):
-            raise NotExplainable("a quantized network has no gradients to integrate; explain its uncompressed refit")
+        self.net, self.quantized = _differentiable(self.model.net)
         self.kind, self.steps, self.top = kind, steps, top
         self.feature_names = list(self.features.feature_names)
 
@@ -119,7 +119,7 @@ class IntegratedGradientsExplainer:
         from captum.attr import IntegratedGradients
 
         inputs = torch.from_numpy(np.asarray(self.features.transform(X), dtype=np.float32))
-        net = self.model.net
+        net = self.net
         net.eval()
         with torch.no_grad():
             logits = net(inputs)
@@ -140,11 +140,37 @@ class IntegratedGradientsExplainer:
             extra["top_terms"] = [
                 [[names[j], float(row[j])] for j in idx] for row, idx in zip(values, order, strict=True)
             ]
-        return Attributions(
-            names, values, base.numpy().astype(float), output, explained,
-            method=f"integrated gradients (Captum, {self.steps} steps, zero baseline) on the network's input features",
-            extra=extra,
-        )  # fmt: skip
+        method = f"integrated gradients (Captum, {self.steps} steps, zero baseline) on the network's input features"
+        if self.quantized:
+            method += "; int8 layers explained through their dequantized weights (activations not quantized)"
+        return Attributions(names, values, base.numpy().astype(float), output, explained, method, extra)
+
+
+def _differentiable(net: Any) -> tuple[Any, bool]:
+    """``net`` itself, or — for a dynamically quantized one, which has no gradients — a float copy whose Linear
+    layers carry the int8 weights dequantized: the served weights exactly, only the activations stay float (the
+    served network quantizes them per batch), so attributions describe the served model up to that rounding."""
+    from torch import nn
+
+    quantized = [m for m in net.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
+    if not quantized:
+        return net, False
+    if not isinstance(net, nn.Sequential):
+        raise NotExplainable("a quantized network that is not a plain layer stack has no explainer yet")
+    layers = []
+    for layer in net:
+        if type(layer).__module__.startswith("torch.ao.nn.quantized.dynamic") and hasattr(layer, "in_features"):
+            weight, bias = layer.weight().dequantize(), layer.bias()
+            linear = nn.Linear(layer.in_features, layer.out_features, bias=bias is not None)
+            linear.weight.data.copy_(weight)
+            if bias is not None:
+                linear.bias.data.copy_(bias.detach())
+            layers.append(linear)
+        elif type(layer).__module__.startswith("torch.ao.nn.quantized"):
+            raise NotExplainable(f"a quantized {type(layer).__name__} layer has no explainer yet")
+        else:
+            layers.append(layer)
+    return nn.Sequential(*layers), True
 
 
 def explainer_for(served: Any, feature_names: list[str], kind: str = "table") -> Any:

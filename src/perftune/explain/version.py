@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.explain.attributions import Attributions, NotExplainable, explainer_for
+from perftune.explain.attributions import Attributions, explainer_for
 from perftune.explain.importance import PERMUTATION, FeatureImportance, Method, log_importance, read_importance
 
 log = logging.getLogger("perftune.explain")
@@ -46,11 +46,6 @@ def _importance_from_recipe(client: Any, version: Any) -> tuple[list[FeatureImpo
     log.warning("%s v%s has no stored importance; computing it from its refit recipe", version.name, version.version)
     refitted = refit_version(version, "its importance")
     found = refitted.importance()
-    if found is None:
-        raise NotExplainable(
-            f"{version.name} v{version.version} is a quantized network: it has no gradients to attribute; explain "
-            "its uncompressed refit"
-        )
     log_importance(client, version.run_id, found[0], refitted.dataset.task, found[1])
     return found
 

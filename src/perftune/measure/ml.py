@@ -8,6 +8,7 @@ the per-class binary losses.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,3 +51,10 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+
+
+def class_key(value: Any) -> str:
+    """A class as its name: integer classes read back from JSON as floats (9.0) are the class "9"."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)

@@ -18,6 +18,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, net: Any, classes: np.ndarray) -> None:
         self.net, self.classes = net, classes
         self.classes_ = np.asarray(classes)
+        self.onnx: Any = None  # an OnnxNetwork serving the forward pass instead of torch (see use_onnx)
+
+    def use_onnx(self, model: bytes | None) -> TorchClassifier:
+        """Run the forward pass with onnxruntime on ``model`` (the network's ONNX export), or torch again (None).
+        The torch network stays: explanations integrate its gradients."""
+        import torch
+
+        from perftune.models.onnx_runtime import OnnxNetwork
+
+        self.onnx = None if model is None else OnnxNetwork(model, threads=torch.get_num_threads())
+        return self
 
     def __sklearn_is_fitted__(self) -> bool:
         return True
@@ -25,6 +36,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for serving on the CPU: a network trained on a GPU is copied there first."""
         state = dict(self.__dict__)
+        state["onnx"] = None  # a session is not pickled: the ONNX file is stored beside the model
         if any(p.device.type != "cpu" for p in self.net.parameters()):
             import copy
 
@@ -38,6 +50,9 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         import torch
 
         X = np.asarray(X, dtype=np.float32)
+        if getattr(self, "onnx", None) is not None:
+            parts = [self.onnx.logits(X[i : i + EVAL_BATCH]) for i in range(0, len(X), EVAL_BATCH)]
+            return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)), dtype=np.float32)
         device = next((p.device for p in self.net.parameters()), torch.device("cpu"))
         self.net.eval()
         with torch.inference_mode():

@@ -62,6 +62,7 @@ class CheckResult:
     system: SystemMetrics
     baselines: list[baseline.BaselineVerdict]
     findings: list[str]
+    reference: str = "training split"  # what the drift tests compare with (texts and images: the held-out split)
 
     @property
     def healthy(self) -> bool:
@@ -198,8 +199,9 @@ class Monitor:
             "kind": kind, "size": size, "start": bounds.start.isoformat() if bounds.start else None,
             "end": bounds.end.isoformat() if bounds.end else None, "requests": bounds.requests, "rows": bounds.rows,
         }  # fmt: skip
+        reference = "training split" if self.profile.inputs == "table" else "held-out split"
         result = CheckResult(check_id, now.isoformat(), self.name, self.number, window_info, drift, perf, system,
-                             verdicts, findings)  # fmt: skip
+                             verdicts, findings, reference)  # fmt: skip
         points = {v.series: (v.value, v.z) for v in verdicts if math.isfinite(v.value)}
         if save:
             store.save(self.engine, check_id, now, self.name, self.number, (bounds.start, bounds.end, bounds.rows),

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from perftune.errors import PerftuneError
+from perftune.measure.ml import class_key
 from perftune.monitor.performance import fit_calibration
 from perftune.monitor.profile import CATEGORICAL, NUMERIC, ColumnProfile, ReferenceProfile
 from perftune.spec import MonitorSpec
@@ -107,7 +108,8 @@ def build_derived_profile(
 def class_index(predictions: Any, class_names: list[str]) -> np.ndarray:
     """Predicted classes as their index in ``class_names`` (float; an unknown class is NaN, counted missing)."""
     position = {name: float(i) for i, name in enumerate(class_names)}
-    return np.array([position.get(str(p), np.nan) for p in np.asarray(predictions).reshape(-1)], dtype=np.float64)
+    keys = map(class_key, np.asarray(predictions).reshape(-1))
+    return np.array([position.get(key, np.nan) for key in keys], dtype=np.float64)
 
 
 def budgets_of(constraints: list[Any]) -> dict[str, float]:

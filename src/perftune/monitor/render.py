@@ -29,7 +29,7 @@ def print_check(console: Console, result: CheckResult) -> None:
         highlight=False,
     )
     drift = result.drift
-    table = Table(title="drift per column (reference = training split)", title_justify="left", show_edge=False)
+    table = Table(title=f"drift per column (reference = {result.reference})", title_justify="left", show_edge=False)
     for header in ("column", "kind", "test", "score", "threshold", "n ref/window", "missing", "out of range", ""):
         table.add_column(header, justify="left" if header in ("column", "kind", "test") else "right")
     rows = [*drift.columns, *([drift.prediction] if drift.prediction else [])]

@@ -166,6 +166,8 @@ class Refitted:
     plan: RefitPlan  # a store: dataset pinned to the version that was read
     train: np.ndarray  # row indices of the training split
     test: np.ndarray  # row indices of the test split
+    onnx: bytes | None = None  # a PyTorch network's ONNX export (stored with the version)
+    runtime: str | None = None  # what runs a PyTorch network's forward pass when served: torch or onnxruntime
 
     def profile(self, settings: MonitorSpec, budgets: dict[str, float] | None = None) -> ReferenceProfile:
         """The reference profile monitoring compares served data with (see :mod:`perftune.monitor.reference`)."""
@@ -199,20 +201,15 @@ class Refitted:
             return "table"
         return "text" if d.transform["data"] == "text" else "image"
 
-    def importance(self) -> tuple[list[FeatureImportance], Method] | None:
-        """Global importance on the test split (see :mod:`perftune.explain.importance`); None for a network
-        without gradients (quantized), which has no attributions."""
-        from perftune.explain.attributions import NotExplainable
+    def importance(self) -> tuple[list[FeatureImportance], Method]:
+        """Global importance on the test split (see :mod:`perftune.explain.importance`); raises
+        :class:`~perftune.explain.attributions.NotExplainable` for a network no explainer reads."""
         from perftune.explain.importance import PERMUTATION, attribution_importance, permutation_importance
 
         d, seed = self.dataset, self.plan.seed
         if self.inputs == "table":
             return permutation_importance(self.pipeline, self.frame, d.y[self.test], d.task, seed), PERMUTATION
-        try:
-            return attribution_importance(self.pipeline, d.raw_inputs[self.test], self.inputs, seed)
-        except NotExplainable as exc:
-            log.info("no global importance: %s", exc)
-            return None
+        return attribution_importance(self.pipeline, d.raw_inputs[self.test], self.inputs, seed)
 
     def lineage(self) -> dict[str, str]:
         d = self.dataset
@@ -293,7 +290,51 @@ def refit(plan: RefitPlan) -> Refitted:
         )
     )
     metrics["predict_memory_mb"] = peak
-    return Refitted(pipeline, metrics, frame, predictions, dataset, plan, train, test)
+    onnx, runtime = None, "torch" if type(pipeline.steps[-1][1]).__name__ == "TorchClassifier" else None
+    if runtime:
+        onnx, runtime = _faster_runtime(pipeline, predict, frame, raw_test, metrics, evaluation)
+    return Refitted(pipeline, metrics, frame, predictions, dataset, plan, train, test, onnx, runtime)
+
+
+ONNX_MARGIN = 0.9  # onnxruntime serves when its latency p95 is below this share of torch's
+ONNX_ARTIFACT = "onnx/model.onnx"  # in the registration run, beside the model
+
+
+def _faster_runtime(
+    pipeline: Any, predict: Any, frame: Any, raw_test: np.ndarray, metrics: dict[str, float],
+    evaluation: EvaluationSpec,
+) -> tuple[bytes | None, str]:  # fmt: skip
+    """Export the network to ONNX, measure torch and onnxruntime alternately on the same rows (two rounds each,
+    the better of each kept) and serve onnxruntime where its latency p95 is lower by the margin. ``metrics``
+    gets both runtimes' numbers; its plain latency and throughput become the served runtime's."""
+    from perftune.models.onnx_runtime import NotExportable, export
+
+    model = pipeline.steps[-1][1]
+    try:
+        onnx = export(model.net, np.asarray(pipeline[:-1].transform(frame[:256])))
+    except NotExportable as exc:
+        log.info("served with torch: %s", exc)
+        return None, "torch"
+    measured: dict[str, list[dict[str, float]]] = {"torch": [], "onnx": []}
+    for _ in range(2):
+        for runtime in ("onnx", "torch"):
+            model.use_onnx(onnx if runtime == "onnx" else None)
+            sizes = {"latency_rows": evaluation.latency_rows, "throughput_batch": evaluation.throughput_batch}
+            measured[runtime].append(measure_inference(predict, lambda: onnx, raw_test, **sizes))
+    best = {
+        runtime: {"latency_ms_p50": min(r["latency_ms_p50"] for r in runs),
+                  "latency_ms_p95": min(r["latency_ms_p95"] for r in runs),
+                  "throughput_rps": max(r["throughput_rps"] for r in runs)}
+        for runtime, runs in measured.items()
+    }  # fmt: skip
+    for runtime, values in best.items():
+        metrics[f"latency_ms_p95_{runtime}"] = values["latency_ms_p95"]
+        metrics[f"throughput_rps_{runtime}"] = values["throughput_rps"]
+    metrics["model_size_bytes_onnx"] = float(len(onnx))
+    chosen = "onnx" if best["onnx"]["latency_ms_p95"] < ONNX_MARGIN * best["torch"]["latency_ms_p95"] else "torch"
+    metrics.update(best[chosen])
+    model.use_onnx(onnx if chosen == "onnx" else None)
+    return onnx, "onnxruntime" if chosen == "onnx" else "torch"
 
 
 def _served_pipeline(
@@ -375,6 +416,8 @@ def register(
         **environment_tags(),
         **git_state(out.resolve()),
     }
+    if refitted.runtime:
+        lineage["perftune.runtime"] = refitted.runtime  # torch or onnxruntime: what perftune serve runs
     if not passed and not force:
         raise GateFailed(
             "gate failed, nothing registered: "
@@ -385,7 +428,13 @@ def register(
     from perftune.monitor.reference import budgets_of, log_profile
 
     profile = refitted.profile(spec.monitor, budgets_of(spec.constraints))  # a bad monitor: section fails here
-    importance = refitted.importance()
+    from perftune.explain.attributions import NotExplainable
+
+    try:
+        importance: tuple[list[FeatureImportance], Method] | None = refitted.importance()
+    except NotExplainable as exc:  # registered without a global importance; perftune explain says why
+        log.info("no global importance: %s", exc)
+        importance = None
     uri = normalize_tracking_uri(tracking_uri) if tracking_uri else study.tracking["uri"]
     registry = ModelRegistry(uri)  # fails early (before any write) on a store without an audit log
     client = registry.client
@@ -412,6 +461,13 @@ def register(
     log_profile(client, run_id, profile)
     if importance is not None:
         log_importance(client, run_id, importance[0], refitted.dataset.task, importance[1])
+    if refitted.onnx is not None:  # the network's ONNX export, which perftune serve runs where it is faster
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / ONNX_ARTIFACT.rsplit("/", 1)[1]
+            path.write_bytes(refitted.onnx)
+            client.log_artifact(run_id, str(path), ONNX_ARTIFACT.rsplit("/", 1)[0])
     with mlflow_store(uri):  # the fluent calls below read MLflow's process-wide URIs
         with mlflow.start_run(run_id=run_id):
             info = mlflow.sklearn.log_model(

@@ -159,7 +159,7 @@ class DataPlane:
         """Per-row attributions for a v2 inference body (not logged in the scoring log; see perftune.explain)."""
         model = self.served(name, version, self.server.model)
         if model.explainer is None:
-            raise RequestError(501, f"{model.name} v{model.version}: no explainer for its model family yet")
+            raise RequestError(501, f"{model.name} v{model.version}: {model.unexplained}")
         X, client_id = await self._parse(model, "v2", body)
         try:
             attributions = await run_in_threadpool(model.explainer.explain, X)
@@ -215,14 +215,14 @@ class DataPlane:
 
     async def feedback(self, name: str, body: Body) -> Reply:
         """Join ground-truth labels to logged requests (see :mod:`perftune.serve.feedback` for the rule)."""
-        self.served(name, None, self.server.model)
+        model = self.served(name, None, self.server.model)
         scoring = self.server.scoring
         if scoring is None:
             raise RequestError(409, "this server keeps no scoring log (--no-scoring-log), so labels cannot join")
         pairs = _label_pairs(await read_json(body))
         await run_in_threadpool(scoring.flush)  # labels may follow right after the answer
         try:
-            result = await run_in_threadpool(attach_labels, scoring.engine, self.name, pairs)
+            result = await run_in_threadpool(attach_labels, scoring.engine, self.name, pairs, model.classes)
         except LabelCountError as exc:
             raise RequestError(422, str(exc)) from None
         document = {

@@ -24,6 +24,7 @@ import orjson
 import sqlalchemy as sa
 
 from perftune.errors import UsageError
+from perftune.measure.ml import class_key
 from perftune.serve.scoring import feedback_table, scoring_table
 
 RULE = (
@@ -35,7 +36,7 @@ __all__ = ["RULE", "FeedbackResult", "LabelCountError", "attach_labels", "read_l
 
 
 class LabelCountError(UsageError):
-    """Labels for a request do not match the number of rows it scored."""
+    """Labels for a request do not match the number of rows it scored, or are not the model's classes."""
 
 
 @dataclass
@@ -97,7 +98,9 @@ def _resolve(conn: sa.Connection, model: str | None, ids: list[str]) -> dict[str
     return found
 
 
-def attach_labels(engine: sa.Engine, model: str | None, items: list[tuple[str, Any]]) -> FeedbackResult:
+def attach_labels(
+    engine: sa.Engine, model: str | None, items: list[tuple[str, Any]], classes: list[str] | None = None
+) -> FeedbackResult:
     """Store ground truth for logged requests of ``model`` (one feedback row per request; re-sending replaces).
 
     Args:
@@ -105,13 +108,15 @@ def attach_labels(engine: sa.Engine, model: str | None, items: list[tuple[str, A
         model: only requests of this model are matched (None: any model).
         items: ``(id, labels)`` pairs; an id is a server key or a client id (see the module docstring), labels
             one per row of that request (a single value means one label).
+        classes: a classifier's classes by name (:func:`perftune.measure.ml.class_key`): every label must be one.
 
     Returns:
         How many requests got labels, how many of those replaced earlier labels, the unknown ids, and how each
         known id was matched.
 
     Raises:
-        LabelCountError: a request's labels are not as many as its rows (nothing is stored).
+        LabelCountError: a request's labels are not as many as its rows, or one is not among ``classes``
+            (nothing is stored).
     """
     result = FeedbackResult()
     with engine.begin() as conn:
@@ -131,6 +136,15 @@ def attach_labels(engine: sa.Engine, model: str | None, items: list[tuple[str, A
         if mismatched:
             more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
             raise LabelCountError(f"{mismatched[0]}{more}; send exactly one label per row of each request")
+        if classes is not None:  # a label outside the classes would corrupt the realized accuracy
+            known = set(classes)
+            for given, labels in items:
+                for label in labels if isinstance(labels, list) else [labels]:
+                    if class_key(label) not in known:
+                        raise LabelCountError(
+                            f"request {given[:64]!r}: label {label!r} is not one of the model's classes "
+                            f"({', '.join(classes[:20])}); nothing was stored"
+                        )
         if labelled:
             now = datetime.now(timezone.utc)
             result.replaced = conn.execute(

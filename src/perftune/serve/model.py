@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from perftune.errors import PerftuneError
+from perftune.measure.ml import class_key
 from perftune.registry.catalog import ModelRegistry
 from perftune.track.uri import mlflow_store
 
@@ -73,6 +74,8 @@ class LoadedModel:
     load_seconds: float
     _predict: Any
     explainer: Any = None  # per-row attributions (perftune.explain); None when the family has no explainer
+    unexplained: str = "no explainer for its model family yet"  # why ``explainer`` is None
+    classes: list[str] | None = None  # a classifier's classes by name (feedback labels must be one of them)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(X))
@@ -114,26 +117,22 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
             "images); register it with perftune register"
         )
     flavors = pyfunc.metadata.flavors
-    explainer = None
-    if schema.kind != "table" and "sklearn" in flavors:  # texts and images: the pipeline's features step reads them
-        pipeline = pyfunc.get_raw_model()
-        platform = "sklearn"
+    explainer, unexplained, classes = None, "no explainer for its model family yet", None
+    if "sklearn" in flavors:
         from perftune.explain.attributions import NotExplainable, explainer_for
 
-        try:
-            explainer = explainer_for(pipeline, schema.names, schema.kind)
-        except NotExplainable as exc:
-            log.info("%s v%s: %s", name, number, exc)
-        predict = pipeline.predict  # its features step reads the parsed rows: N×1 texts, N×H·W pixels
-    elif "sklearn" in flavors:
-        raw = _strip_feature_names(pyfunc.get_raw_model())
-        predict = raw.predict
         platform = "sklearn"
-        from perftune.explain.attributions import NotExplainable, explainer_for
-
+        # texts and images: the pipeline's features step reads the parsed rows (N×1 texts, N×H·W pixels)
+        fitted = pyfunc.get_raw_model() if schema.kind != "table" else _strip_feature_names(pyfunc.get_raw_model())
+        if version.tags.get("perftune.runtime") == "onnxruntime":
+            _use_onnx(fitted, version, registry)
+        predict = fitted.predict
+        found = getattr(fitted, "classes_", None)
+        classes = None if found is None else [class_key(c) for c in np.asarray(found).reshape(-1)]
         try:
-            explainer = explainer_for(raw, schema.names)
+            explainer = explainer_for(fitted, schema.names, schema.kind)
         except NotExplainable as exc:
+            unexplained = str(exc)
             log.info("%s v%s: %s", name, number, exc)
     else:  # any other flavor goes through pyfunc with a named frame
 
@@ -153,4 +152,23 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
         load_seconds,
         predict,
         explainer,
+        unexplained,
+        classes,
     )
+
+
+def _use_onnx(pipeline: Any, version: Any, registry: ModelRegistry) -> None:
+    """Run the network's forward pass with onnxruntime, as registration measured faster; torch when the ONNX file
+    cannot be read (the registered pipeline is the model either way)."""
+    from perftune.registry.register import ONNX_ARTIFACT
+
+    try:
+        with mlflow_store(registry.tracking_uri):
+            import mlflow
+
+            path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ONNX_ARTIFACT)
+        with open(path, "rb") as handle:
+            pipeline.steps[-1][1].use_onnx(handle.read())
+    except Exception as exc:  # a missing or damaged ONNX file: torch serves, and the log says why
+        log.warning("%s v%s: serving with torch, not onnxruntime: %s", version.name, version.version,
+                    str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)  # fmt: skip

@@ -328,6 +328,8 @@ def _texts(values: Any, what: str) -> np.ndarray:
             raise RequestError(422, f"{what}: every input must be a text (a string), got {kind}")
         if len(value) > MAX_TEXT_CHARS:
             raise RequestError(422, f"{what}: a text of {len(value)} characters; at most {MAX_TEXT_CHARS}")
+        if not value.strip():
+            raise RequestError(422, f"{what}: an empty or blank text; send the document's text")
     return np.array(flat, dtype=object).reshape(-1, 1)
 
 
