@@ -84,6 +84,8 @@ def test_a_text_model_registers_with_its_features_step_and_predicts_raw_articles
     assert {"latency_ms_p95", "throughput_rps", "model_size_bytes"} <= set(registered.test_metrics)
     assert registered.lineage["perftune.dataset.version"] == result.groups[0].dataset_card["version"]
     assert registered.lineage["perftune.inputs"] == "text"
+    assert registered.lineage["perftune.runtime"] in ("torch", "onnxruntime")  # measured both on the test rows
+    assert {"latency_ms_p95_torch", "latency_ms_p95_onnx", "model_size_bytes_onnx"} <= set(registered.test_metrics)
     with mlflow_uri(result.tracking["uri"]):
         model = mlflow.pyfunc.load_model("models:/news/1")
     assert [c.name for c in model.metadata.signature.inputs.inputs] == ["text"]  # served on raw text

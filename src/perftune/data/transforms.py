@@ -86,6 +86,9 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         self.vectorizer.fit(as_texts(texts))
         return self
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self.vectorizer, "vocabulary_")
+
     def transform(self, texts: Any) -> np.ndarray:
         """Texts as a list, an N or N×1 array, or a table with a ``text`` column → feature rows."""
         return self.vectorizer.transform(as_texts(texts)).toarray().astype(np.float32, copy=False)

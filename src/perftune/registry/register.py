@@ -309,9 +309,11 @@ def _faster_runtime(
     gets both runtimes' numbers; its plain latency and throughput become the served runtime's."""
     from perftune.models.onnx_runtime import NotExportable, export
 
-    model = pipeline.steps[-1][1]
+    model, rows = pipeline.steps[-1][1], frame[:256]
+    for _, step in pipeline.steps[:-1]:  # the network's input rows
+        rows = step.transform(rows)
     try:
-        onnx = export(model.net, np.asarray(pipeline[:-1].transform(frame[:256])))
+        onnx = export(model.net, np.asarray(rows))
     except NotExportable as exc:
         log.info("served with torch: %s", exc)
         return None, "torch"
