@@ -313,7 +313,7 @@ def assert_served_by_onnxruntime_when_tagged(uri: str, name: str, version: str) 
     from mlflow import MlflowClient
 
     from perftune.registry.catalog import ModelRegistry
-    from perftune.serve.model import _use_onnx, load_version
+    from perftune.serve.model import load_version, use_onnx
 
     client = MlflowClient(uri, uri)
     client.set_model_version_tag(name, version, "perftune.runtime", "onnxruntime")
@@ -328,7 +328,7 @@ def assert_served_by_onnxruntime_when_tagged(uri: str, name: str, version: str) 
         assert np.array_equal(by_onnx, loaded.predict(X))  # the same classes as torch
         experiment = client.get_run(client.get_model_version(name, version).run_id).info.experiment_id
         elsewhere = SimpleNamespace(name=name, version=version, run_id=client.create_run(experiment).info.run_id)
-        _use_onnx(loaded._predict.__self__, elsewhere, registry)  # a run without the ONNX file
+        use_onnx(loaded._predict.__self__, elsewhere, uri)  # a run without the ONNX file
         assert step.onnx is None and np.array_equal(by_onnx, loaded.predict(X))  # torch serves on
     finally:
         registry.close()

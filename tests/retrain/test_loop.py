@@ -209,3 +209,17 @@ def test_the_comparison_holds_out_rows_of_the_current_world_only():
     assert held.sum() == 90 and not held[:300].any()  # older rows all go to training
     assert _holdout(at, 0.3, half_life_s=None, seed=0).sum() == 180  # without a half-life: any recent row
     assert not _holdout(at[:50], 0.3, half_life_s=None, seed=0).any()  # 15 rows: too few, none held out
+
+
+def test_feedback_labels_become_the_training_targets_classes():
+    """Labels read back from the scoring log as numbers are the model's classes, whatever their names' type."""
+    from perftune.errors import PerftuneError
+    from perftune.retrain.data import _as_target
+
+    named = np.array(["1", "2", "10"], dtype=object)  # text classes that look like numbers (folders "1", "2", …)
+    assert _as_target(np.array([1.0, 10.0, "2"], dtype=object), named).tolist() == ["1", "10", "2"]
+    assert _as_target(np.array([2.0, 1.0]), np.array([1, 2])).tolist() == [2, 1]
+    topics = np.array(["sport", "tech"], dtype=object)
+    assert _as_target(np.array(["sport"], dtype=object), topics).tolist() == ["sport"]
+    with pytest.raises(PerftuneError, match="hold fractions"):
+        _as_target(np.array([1.5]), np.array([1, 2]))

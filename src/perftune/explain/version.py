@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.explain.attributions import Attributions, explainer_for
+from perftune.explain.attributions import Attributions, NotExplainable, explainer_for
 from perftune.explain.importance import PERMUTATION, FeatureImportance, Method, log_importance, read_importance
 
 log = logging.getLogger("perftune.explain")
@@ -64,15 +64,20 @@ def explain_version(registry: Any, scoring_uri: str, name: str, number: str, row
         served = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
     stored = read_importance(client, version)
     names = [str(c) for c in getattr(served, "feature_names_in_", [f.feature for f in stored[0]] if stored else [])]
-    explainer = explainer_for(served, names, inputs)  # first: a model without one says so before any refit
+    try:
+        explainer, unexplained = explainer_for(served, names, inputs), ""
+    except NotExplainable as exc:  # the global importance still applies
+        explainer, unexplained = None, str(exc)
     importance, method = stored or _importance_from_recipe(client, version)
+    number = str(version.version)
+    if explainer is None:
+        return Explanation(name, number, importance, None, f"no per-row attributions: {unexplained}", method, inputs)
     engine = scoring_engine(scoring_uri)
     try:
         bounds = windows.bounds(engine, name, str(version.version), "rows", rows)
         chunks = list(windows.chunks(engine, name, str(version.version), bounds))
     finally:
         engine.dispose()
-    number = str(version.version)
     if not chunks:
         return Explanation(name, number, importance, None, "no scored rows of this version yet", method, inputs)
     X = np.concatenate([c.X for c in chunks])[-rows:]

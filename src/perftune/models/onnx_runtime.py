@@ -13,6 +13,7 @@ gradients); onnxruntime only replaces its forward pass when serving.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from typing import Any
 
@@ -36,6 +37,9 @@ def export(net: Any, X: np.ndarray) -> bytes:
         raise NotExportable("a dynamically quantized network has no ONNX export here; torch serves it")
     sample = torch.from_numpy(np.ascontiguousarray(X[:2], dtype=np.float32))
     net.eval()
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     with warnings.catch_warnings():  # the exporter's notes on optional packages (torchvision ops) it does not need
         warnings.simplefilter("ignore")
         try:
@@ -45,13 +49,18 @@ def export(net: Any, X: np.ndarray) -> bytes:
             )  # fmt: skip
         except Exception as exc:  # the exporter's errors are long; its first line says what failed
             raise NotExportable(f"torch.onnx.export failed: {str(exc).splitlines()[0][:300]}") from None
-    buffer = io.BytesIO()
-    program.save(buffer)
-    model = buffer.getvalue()
+        finally:
+            quiet.setLevel(level)
     check = np.ascontiguousarray(X[:256], dtype=np.float32)
+    try:
+        buffer = io.BytesIO()
+        program.save(buffer)
+        model = buffer.getvalue()
+        got = OnnxNetwork(model).logits(check)  # onnxruntime loads and runs what was written
+    except Exception as exc:
+        raise NotExportable(f"onnxruntime cannot run the export: {str(exc).splitlines()[0][:300]}") from None
     with torch.inference_mode():
         expected = net(torch.from_numpy(check)).numpy()
-    got = OnnxNetwork(model).logits(check)
     if not np.allclose(got, expected, rtol=RTOL, atol=ATOL):
         worst = float(np.max(np.abs(got - expected)))
         raise NotExportable(f"onnxruntime's logits differ from torch's by up to {worst:.3g}; torch serves it")

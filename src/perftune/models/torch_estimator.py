@@ -30,6 +30,11 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.onnx = None if model is None else OnnxNetwork(model, threads=torch.get_num_threads())
         return self
 
+    def to_cpu(self) -> TorchClassifier:
+        """Move the network to the CPU, where it is served (a no-op for one trained there)."""
+        self.net = self.net.cpu()
+        return self
+
     def __sklearn_is_fitted__(self) -> bool:
         return True
 

@@ -85,7 +85,7 @@ def build_derived_profile(
     features = pipeline.steps[0][1]
     derived = features.monitor_features(raw)
     columns = [ColumnProfile.build(name, derived[:, j]) for j, name in enumerate(features.monitor_names)]
-    names = [str(c) for c in pipeline.classes_]
+    names = [class_key(c) for c in pipeline.classes_]
     index = class_index(pipeline.predict(raw), names)
     # CBPE on class indices: the served probabilities' columns are the classes in this order
     calibration = fit_calibration(pipeline.predict_proba(raw), class_index(y, names), np.arange(len(names)))

@@ -234,8 +234,9 @@ class Refitted:
         return tags
 
 
-def refit(plan: RefitPlan) -> Refitted:
-    """Refit ``plan``'s configuration on the whole training part; measure it on the test part."""
+def refit(plan: RefitPlan, runtimes: bool = True) -> Refitted:
+    """Refit ``plan``'s configuration on the whole training part; measure it on the test part (``runtimes``: a
+    PyTorch network under torch and onnxruntime too, see :func:`_faster_runtime`)."""
     where = Locations.default(Path(plan.workspace), recorded_data_dir=plan.data_dir)
     dataset = load_dataset(plan.dataset, seed=plan.seed, where=where)
     if dataset.version and "@" not in plan.dataset.name:
@@ -268,7 +269,10 @@ def refit(plan: RefitPlan) -> Refitted:
     result = run_trial(plan.params, prepared, settings, report=lambda window: None, on_finish=fitted.extend)
     if result["trial_status"] != TrialState.COMPLETED:
         raise PerftuneError(f"refitting {plan.family} {plan.params} did not complete: {result.get('error', result)}")
-    pipeline, frame, predict, raw_test = _served_pipeline(dataset, train, test, fitted[0].estimator)
+    estimator = fitted[0].estimator
+    if hasattr(estimator, "to_cpu"):  # served on the CPU, so measured there (a network may have trained on a GPU)
+        estimator.to_cpu()
+    pipeline, frame, predict, raw_test = _served_pipeline(dataset, train, test, estimator)
     probe = Probe()  # the peak of RSS − shared across one batch predict
     predictions = pipeline.predict(frame)
     peak = probe.sample().memory_mb_peak
@@ -291,7 +295,7 @@ def refit(plan: RefitPlan) -> Refitted:
     )
     metrics["predict_memory_mb"] = peak
     onnx, runtime = None, "torch" if type(pipeline.steps[-1][1]).__name__ == "TorchClassifier" else None
-    if runtime:
+    if runtime and runtimes:
         onnx, runtime = _faster_runtime(pipeline, predict, frame, raw_test, metrics, evaluation)
     return Refitted(pipeline, metrics, frame, predictions, dataset, plan, train, test, onnx, runtime)
 
@@ -376,7 +380,7 @@ def refit_version(version: Any, purpose: str) -> Refitted:
             f"{version.name} v{version.version} has no refit recipe (tag perftune.refit) to build {purpose} from; "
             "register it with perftune register"
         )
-    return refit(RefitPlan.from_json(recipe))
+    return refit(RefitPlan.from_json(recipe), runtimes=False)  # what it derives needs no runtime comparison
 
 
 def register(

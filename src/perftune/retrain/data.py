@@ -35,6 +35,7 @@ import pandas as pd
 
 from perftune.data.unstructured import IMAGE_COLUMN, LABEL_COLUMN, SPLIT_COLUMN, TEXT_COLUMN, assign_split
 from perftune.errors import PerftuneError
+from perftune.measure.ml import class_key
 from perftune.spec import RetrainDataSpec, parse_window
 
 WEIGHT_COLUMN = "perftune_weight"
@@ -233,7 +234,11 @@ def _as_target(labels: np.ndarray, like: np.ndarray) -> np.ndarray:
                 raise PerftuneError("feedback labels hold fractions, but the model's classes are whole numbers")
             return values.astype(like.dtype)
         return values.astype(like.dtype)
-    return labels.astype(str).astype(like.dtype) if like.dtype.kind in "US" else labels.astype(object)
+    if like.dtype.kind in "US":
+        return labels.astype(str).astype(like.dtype)
+    # class names (e.g. folders "1"…"5"): a label read back as 1.0 is the class "1", as serving's feedback check says
+    names = {class_key(c): c for c in np.unique(like)}
+    return np.array([names.get(class_key(label), label) for label in labels], dtype=object)
 
 
 def _built_at(plan: Any, dataset: Any, where: Any) -> datetime | None:

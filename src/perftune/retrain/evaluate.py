@@ -22,12 +22,19 @@ class SideBySide:
 
 
 def load(tracking_uri: str, name: str, version: str) -> Any:
+    """A version's pipeline as it is served (a PyTorch network tagged for onnxruntime runs its ONNX file)."""
     import mlflow
 
     from perftune.track.uri import mlflow_store
 
     with mlflow_store(tracking_uri):
-        return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        pipeline = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        found = mlflow.MlflowClient().get_model_version(name, version)
+    if found.tags.get("perftune.runtime") == "onnxruntime":
+        from perftune.serve.model import use_onnx
+
+        use_onnx(pipeline, found, tracking_uri)
+    return pipeline
 
 
 def predict(model: Any, X: np.ndarray, columns: list[str]) -> np.ndarray:

@@ -125,7 +125,7 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
         # texts and images: the pipeline's features step reads the parsed rows (N×1 texts, N×H·W pixels)
         fitted = pyfunc.get_raw_model() if schema.kind != "table" else _strip_feature_names(pyfunc.get_raw_model())
         if version.tags.get("perftune.runtime") == "onnxruntime":
-            _use_onnx(fitted, version, registry)
+            use_onnx(fitted, version, registry.tracking_uri)
         predict = fitted.predict
         found = getattr(fitted, "classes_", None)
         classes = None if found is None else [class_key(c) for c in np.asarray(found).reshape(-1)]
@@ -157,13 +157,13 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
     )
 
 
-def _use_onnx(pipeline: Any, version: Any, registry: ModelRegistry) -> None:
+def use_onnx(pipeline: Any, version: Any, tracking_uri: str) -> None:
     """Run the network's forward pass with onnxruntime, as registration measured faster; torch when the ONNX file
     cannot be read (the registered pipeline is the model either way)."""
     from perftune.registry.register import ONNX_ARTIFACT
 
     try:
-        with mlflow_store(registry.tracking_uri):
+        with mlflow_store(tracking_uri):
             import mlflow
 
             path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ONNX_ARTIFACT)
