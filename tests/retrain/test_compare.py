@@ -63,3 +63,16 @@ def test_regression_uses_a_paired_bootstrap_of_squared_errors():
     real = compare(y, champion, better, "regression", margin=0.02)
     assert not decide([noise], FEASIBLE, BUDGETS).promote
     assert real.p_value < 0.001 and real.improvement > real.required and decide([real], FEASIBLE, BUDGETS).promote
+
+
+def test_the_importance_change_names_ranks_and_features_the_other_version_lacks():
+    from perftune.explain.importance import FeatureImportance
+    from perftune.retrain.evaluate import describe_importance, importance_change
+
+    before = [FeatureImportance("glucose", 0.2, 0.01), FeatureImportance("age", 0.1, 0.01)]
+    after = [FeatureImportance("age", 0.3, 0.01), FeatureImportance("bmi", 0.2, 0.01)]
+    change = importance_change(before, after)
+    assert change["champion_top"] == ["glucose", "age"] and change["challenger_top"] == ["age", "bmi"]
+    text = describe_importance(change)
+    assert "age #2→#1" in text and "bmi unranked→#2" in text and "glucose #1→unranked" in text
+    assert describe_importance(importance_change(None, after)) == "importance: not stored for one of the versions"

@@ -76,7 +76,7 @@ def measure(champion: Any, challenger: Any, X: np.ndarray, columns: list[str], l
 
 def importance_change(before: list[FeatureImportance] | None, after: list[FeatureImportance] | None,
                       top: int = 5) -> dict[str, Any] | None:  # fmt: skip
-    """How the permutation importance moved between champion and challenger (ranks and values per feature)."""
+    """How the global importance moved between champion and challenger (ranks and values per feature)."""
     if not before or not after:
         return None
     rank_a = {f.feature: i + 1 for i, f in enumerate(before)}
@@ -101,8 +101,12 @@ def describe_importance(change: dict[str, Any] | None) -> str:
     if change is None:
         return "importance: not stored for one of the versions"
     moved = [r for r in change["features"] if r["champion_rank"] != r["challenger_rank"]]
-    shifts = ", ".join(f"{r['feature']} #{r['champion_rank']}→#{r['challenger_rank']}" for r in moved[:5])
+    shifts = ", ".join(f"{r['feature']} {_rank(r['champion_rank'])}→{_rank(r['challenger_rank'])}" for r in moved[:5])
     return (
         f"importance: top features {', '.join(change['champion_top'][:3])} → "
         f"{', '.join(change['challenger_top'][:3])}" + (f" ({shifts})" if shifts else " (same order)")
     )
+
+
+def _rank(rank: int | None) -> str:
+    return f"#{rank}" if rank is not None else "unranked"  # a feature the other version's importance lacks
