@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from datetime import datetime, timezone
 
 import numpy as np
@@ -148,7 +149,9 @@ def test_a_quantized_network_is_explained_through_its_dequantized_weights():
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)).eval()
-    quantized = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch.ao's quantized tensors are deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
     served = SkPipeline([("features", PixelFeatures(4, 4)), ("model", TorchClassifier(quantized, np.arange(3)))])
     images = np.random.default_rng(0).integers(0, 256, (5, 16)).astype(float)
     a = explainer_for(served, [], "image").explain(images)
