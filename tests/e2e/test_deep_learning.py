@@ -135,6 +135,8 @@ def test_a_text_model_registers_with_its_features_step_and_predicts_raw_articles
         assert numbers.status_code == 422 and "takes text (BYTES)" in numbers.json()["error"]
         meta = client.get("/v2/models/news").json()
         assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        runtime = registered.lineage["perftune.runtime"]
+        assert meta["platform"] == ("onnxruntime_onnx" if runtime == "onnxruntime" else "pytorch_torch")
         explained = client.post(
             "/v2/models/news/explain",
             json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": texts[:1]}]},
@@ -322,7 +324,7 @@ def assert_served_by_onnxruntime_when_tagged(uri: str, name: str, version: str) 
         loaded = load_version(registry, f"{name}/{version}")
         step = loaded._predict.__self__.steps[-1][1]
         X = np.random.default_rng(0).integers(0, 256, (64, 784)).astype(float)
-        assert step.onnx is not None
+        assert step.onnx is not None and loaded.platform == "onnxruntime_onnx"
         by_onnx = loaded.predict(X)
         step.use_onnx(None)
         assert np.array_equal(by_onnx, loaded.predict(X))  # the same classes as torch

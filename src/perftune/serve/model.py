@@ -126,6 +126,9 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
         fitted = pyfunc.get_raw_model() if schema.kind != "table" else _strip_feature_names(pyfunc.get_raw_model())
         if version.tags.get("perftune.runtime") == "onnxruntime":
             use_onnx(fitted, version, registry.tracking_uri)
+        network = fitted.steps[-1][1] if hasattr(fitted, "steps") else fitted
+        if type(network).__name__ == "TorchClassifier":  # v2 metadata names what runs the forward pass
+            platform = "onnxruntime_onnx" if network.onnx is not None else "pytorch_torch"
         predict = fitted.predict
         found = getattr(fitted, "classes_", None)
         classes = None if found is None else [class_key(c) for c in np.asarray(found).reshape(-1)]
