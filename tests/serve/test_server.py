@@ -229,7 +229,11 @@ def test_scoring_log_and_feedback_join_by_request_id(client, registered):
 def test_prometheus_metrics(client):
     client.post("/invocations", json={"instances": ROWS})
     client.post("/invocations", json={"instances": [[1, 2]]})
+    assert client.post("/v2/models/nope/infer", json={"inputs": []}).status_code == 404
     text = client.get("/metrics").text
+    # a wrong model name in the URL is not an error of the served model (its error rate stays clean)
+    assert 'perftune_requests_total{code="404",endpoint="v2",model="(other)",version="-"}' in text
+    assert 'code="404",endpoint="v2",model="diabetes-clf"' not in text
     assert 'perftune_requests_total{code="200",endpoint="invocations",model="diabetes-clf",version="1"}' in text
     assert 'perftune_requests_total{code="422",endpoint="invocations",model="diabetes-clf",version="1"}' in text
     assert 'perftune_request_duration_seconds_bucket{endpoint="invocations",le="0.00025",model="diabetes-clf"}' in text

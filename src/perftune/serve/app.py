@@ -95,6 +95,8 @@ ROUTES = (
 )  # fmt: skip
 DOCUMENTED_BODIES = tuple(dict.fromkeys(route.body for route in ROUTES if route.body))
 
+OTHER_MODEL = "(other)"  # the metrics label of requests addressed to a model this server does not serve
+
 
 class Meter:
     """``perftune_requests_total`` and ``perftune_request_duration_seconds`` around an inference route.
@@ -114,6 +116,8 @@ class Meter:
             started = time.perf_counter()
             model = server.model
             version = model.version if model else "-"
+            # a request for another model's URL (a 404) is not this model's error: its error rate would count it
+            name = server.name if request.path_params.get("name", server.name) == server.name else OTHER_MODEL
             metrics.in_flight.inc()
             code = 500
             try:
@@ -125,8 +129,8 @@ class Meter:
                 raise
             finally:
                 metrics.in_flight.dec()
-                metrics.requests.labels(server.name, version, endpoint, str(code)).inc()
-                metrics.latency.labels(server.name, endpoint).observe(time.perf_counter() - started)
+                metrics.requests.labels(name, version if name == server.name else "-", endpoint, str(code)).inc()
+                metrics.latency.labels(name, endpoint).observe(time.perf_counter() - started)
 
         return metered
 
