@@ -86,3 +86,15 @@ def test_an_exported_network_gives_torchs_logits_under_onnxruntime(name):
         trainer.compress()
         with pytest.raises(NotExportable, match="quantized network has no ONNX export"):
             export(trainer.net, X)
+
+
+def test_a_classifier_pickled_before_onnxruntime_serving_loads_and_runs_on_torch():
+    from perftune.models.base import TaskInfo
+
+    family = get_family("torch_mlp")
+    trainer = family(family.Params(batch_size=32), TaskInfo("classification", 8, np.arange(3)), seed=0)
+    classifier = trainer.estimator
+    old = pickle.loads(pickle.dumps(classifier))
+    assert "onnx" not in old.__dict__ and old.onnx is None  # pickled without it, as an older perftune pickled it
+    X = np.random.default_rng(0).random((5, 8))
+    assert np.array_equal(old.predict(X), classifier.predict(X))

@@ -9,16 +9,25 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 EVAL_BATCH = 2048
+QUANTIZED = "torch.ao.nn.quantized"  # the modules torch.ao's quantization puts in place of float layers
+
+
+def quantized(module: Any, dynamic: bool = False) -> bool:
+    """Whether ``module`` is one of torch.ao's quantized layers (``dynamic``: a dynamically quantized one)."""
+    return type(module).__module__.startswith(QUANTIZED + (".dynamic" if dynamic else ""))
 
 
 class TorchClassifier(ClassifierMixin, BaseEstimator):
     """A fitted network as a scikit-learn-style classifier (``classes_``, ``predict``, ``predict_proba``): the
     last step of the served pipeline, after the features step."""
 
+    # an OnnxNetwork serving the forward pass instead of torch (see use_onnx); a class attribute, so that a
+    # classifier pickled before onnxruntime serving existed reads None too
+    onnx: Any = None
+
     def __init__(self, net: Any, classes: np.ndarray) -> None:
         self.net, self.classes = net, classes
         self.classes_ = np.asarray(classes)
-        self.onnx: Any = None  # an OnnxNetwork serving the forward pass instead of torch (see use_onnx)
 
     def use_onnx(self, model: bytes | None) -> TorchClassifier:
         """Run the forward pass with onnxruntime on ``model`` (the network's ONNX export), or torch again (None).
@@ -41,7 +50,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for serving on the CPU: a network trained on a GPU is copied there first."""
         state = dict(self.__dict__)
-        state["onnx"] = None  # a session is not pickled: the ONNX file is stored beside the model
+        state.pop("onnx", None)  # a session is not pickled (the ONNX file is stored beside the model): None on load
         if any(p.device.type != "cpu" for p in self.net.parameters()):
             import copy
 
@@ -55,16 +64,17 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         import torch
 
         X = np.asarray(X, dtype=np.float32)
-        if getattr(self, "onnx", None) is not None:
-            parts = [self.onnx.logits(X[i : i + EVAL_BATCH]) for i in range(0, len(X), EVAL_BATCH)]
-            return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)), dtype=np.float32)
-        device = next((p.device for p in self.net.parameters()), torch.device("cpu"))
-        self.net.eval()
+        if self.onnx is not None:
+            forward = self.onnx.logits
+        else:
+            device = next((p.device for p in self.net.parameters()), torch.device("cpu"))
+            self.net.eval()
+
+            def forward(rows: np.ndarray) -> np.ndarray:
+                return self.net(torch.from_numpy(rows).to(device)).cpu().numpy()
+
         with torch.inference_mode():
-            parts = [
-                self.net(torch.from_numpy(X[i : i + EVAL_BATCH]).to(device)).cpu().numpy()
-                for i in range(0, len(X), EVAL_BATCH)
-            ]
+            parts = [forward(X[i : i + EVAL_BATCH]) for i in range(0, len(X), EVAL_BATCH)]
         return np.concatenate(parts) if parts else np.empty((0, len(self.classes_)), dtype=np.float32)
 
     def predict(self, X: Any) -> np.ndarray:

@@ -126,8 +126,10 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
         fitted = pyfunc.get_raw_model() if schema.kind != "table" else _strip_feature_names(pyfunc.get_raw_model())
         if version.tags.get("perftune.runtime") == "onnxruntime":
             use_onnx(fitted, version, registry.tracking_uri)
+        from perftune.models.torch_estimator import TorchClassifier
+
         network = fitted.steps[-1][1] if hasattr(fitted, "steps") else fitted
-        if type(network).__name__ == "TorchClassifier":  # v2 metadata names what runs the forward pass
+        if isinstance(network, TorchClassifier):  # v2 metadata names what runs the forward pass
             platform = "onnxruntime_onnx" if network.onnx is not None else "pytorch_torch"
         predict = fitted.predict
         found = getattr(fitted, "classes_", None)
