@@ -152,21 +152,22 @@ def _differentiable(net: Any) -> tuple[Any, bool]:
     served network quantizes them per batch), so attributions describe the served model up to that rounding."""
     from torch import nn
 
-    quantized = [m for m in net.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
-    if not quantized:
+    from perftune.models.torch_estimator import quantized
+
+    if not any(quantized(m) for m in net.modules()):
         return net, False
     if not isinstance(net, nn.Sequential):
         raise NotExplainable("a quantized network that is not a plain layer stack has no explainer yet")
     layers = []
     for layer in net:
-        if type(layer).__module__.startswith("torch.ao.nn.quantized.dynamic") and hasattr(layer, "in_features"):
+        if quantized(layer, dynamic=True) and hasattr(layer, "in_features"):
             weight, bias = layer.weight().dequantize(), layer.bias()
             linear = nn.Linear(layer.in_features, layer.out_features, bias=bias is not None)
             linear.weight.data.copy_(weight)
             if bias is not None:
                 linear.bias.data.copy_(bias.detach())
             layers.append(linear)
-        elif type(layer).__module__.startswith("torch.ao.nn.quantized"):
+        elif quantized(layer):
             raise NotExplainable(f"a quantized {type(layer).__name__} layer has no explainer yet")
         else:
             layers.append(layer)
@@ -175,8 +176,10 @@ def _differentiable(net: Any) -> tuple[Any, bool]:
 
 def explainer_for(served: Any, feature_names: list[str], kind: str = "table") -> Any:
     """The explainer of a fitted serving pipeline (raises :class:`NotExplainable` when there is none)."""
+    from perftune.models.torch_estimator import TorchClassifier
+
     steps = getattr(served, "steps", None)
-    if steps and type(steps[-1][1]).__name__ == "TorchClassifier":
+    if steps and isinstance(steps[-1][1], TorchClassifier):
         if kind not in ("text", "image"):
             raise NotExplainable("a PyTorch model on a table has no explainer yet")
         return IntegratedGradientsExplainer(served, kind)

@@ -74,8 +74,8 @@ def explain_version(registry: Any, scoring_uri: str, name: str, number: str, row
         return Explanation(name, number, importance, None, f"no per-row attributions: {unexplained}", method, inputs)
     engine = scoring_engine(scoring_uri)
     try:
-        bounds = windows.bounds(engine, name, str(version.version), "rows", rows)
-        chunks = list(windows.chunks(engine, name, str(version.version), bounds))
+        bounds = windows.bounds(engine, name, number, "rows", rows)
+        chunks = list(windows.chunks(engine, name, number, bounds))
     finally:
         engine.dispose()
     if not chunks:

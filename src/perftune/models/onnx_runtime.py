@@ -33,7 +33,9 @@ def export(net: Any, X: np.ndarray) -> bytes:
     """The ONNX bytes of ``net`` (inputs: rows of ``X``'s width, any batch size), checked against torch on ``X``."""
     import torch
 
-    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in net.modules()):
+    from perftune.models.torch_estimator import quantized
+
+    if any(quantized(m) for m in net.modules()):
         raise NotExportable("a dynamically quantized network has no ONNX export here; torch serves it")
     sample = torch.from_numpy(np.ascontiguousarray(X[:2], dtype=np.float32))
     net.eval()

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -294,7 +294,9 @@ def refit(plan: RefitPlan, runtimes: bool = True) -> Refitted:
         )
     )
     metrics["predict_memory_mb"] = peak
-    onnx, runtime = None, "torch" if type(pipeline.steps[-1][1]).__name__ == "TorchClassifier" else None
+    from perftune.models.torch_estimator import TorchClassifier
+
+    onnx, runtime = None, "torch" if isinstance(pipeline.steps[-1][1], TorchClassifier) else None
     if runtime and runtimes:
         onnx, runtime = _faster_runtime(pipeline, predict, frame, raw_test, metrics, evaluation)
     return Refitted(pipeline, metrics, frame, predictions, dataset, plan, train, test, onnx, runtime)
@@ -322,10 +324,10 @@ def _faster_runtime(
         log.info("served with torch: %s", exc)
         return None, "torch"
     measured: dict[str, list[dict[str, float]]] = {"torch": [], "onnx": []}
+    sizes = {"latency_rows": evaluation.latency_rows, "throughput_batch": evaluation.throughput_batch}
     for _ in range(2):
         for runtime in ("onnx", "torch"):
             model.use_onnx(onnx if runtime == "onnx" else None)
-            sizes = {"latency_rows": evaluation.latency_rows, "throughput_batch": evaluation.throughput_batch}
             measured[runtime].append(measure_inference(predict, lambda: onnx, raw_test, **sizes))
     best = {
         runtime: {"latency_ms_p50": min(r["latency_ms_p50"] for r in runs),
@@ -470,10 +472,11 @@ def register(
     if refitted.onnx is not None:  # the network's ONNX export, which perftune serve runs where it is faster
         import tempfile
 
+        artifact = PurePosixPath(ONNX_ARTIFACT)
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / ONNX_ARTIFACT.rsplit("/", 1)[1]
+            path = Path(folder) / artifact.name
             path.write_bytes(refitted.onnx)
-            client.log_artifact(run_id, str(path), ONNX_ARTIFACT.rsplit("/", 1)[0])
+            client.log_artifact(run_id, str(path), str(artifact.parent))
     with mlflow_store(uri):  # the fluent calls below read MLflow's process-wide URIs
         with mlflow.start_run(run_id=run_id):
             info = mlflow.sklearn.log_model(
