@@ -220,6 +220,24 @@ def models_table(summaries: list[Any], tracking_uri: str) -> Table:
     return table
 
 
+def measured_under(metrics: dict[str, float]) -> str:
+    """The conditions a version's system metrics were measured under: rounds, CPU waits, the machine's load."""
+    parts = []
+    if "latency_rounds" in metrics:
+        parts.append(
+            f"latency in {metrics['latency_rounds']:g} interleaved rounds ({metrics.get('latency_samples', 0):g} calls)"
+        )
+    if "latency_cpu_wait_share" in metrics:
+        parts.append(f"waited {metrics['latency_cpu_wait_share']:.0%} of the calls' time for a CPU (left out)")
+    if "measure.runnable_per_core" in metrics:
+        parts.append(f"{metrics['measure.runnable_per_core']:.2g} runnable per core")
+    if "measure.other_cpu_share" in metrics:
+        parts.append(f"other processes used {metrics['measure.other_cpu_share']:.0%} of the CPU")
+    if "threads" in metrics:
+        parts.append(f"{metrics['threads']:g} threads")
+    return "; ".join(parts) or "not recorded (registered by an older perftune)"
+
+
 def version_tables(detail: Any) -> list[Table]:
     """``perftune models show``: metrics and gate, then lineage."""
     from datetime import datetime, timezone
@@ -236,7 +254,11 @@ def version_tables(detail: Any) -> list[Table]:
     for check in detail.gate_checks:
         mark = "–" if not check.get("applies", True) else "✓" if check.get("passed") else "✗"
         measured = f"{check.get('metric')} = {_fmt(check.get('value'))}" if mark != "–" else "n/a for this task"
-        head.add_row("", f"{mark} {check.get('threshold')} ({measured})")
+        if check.get("low") is not None and check.get("high") is not None:
+            measured += f" [{_fmt(check['low'])}, {_fmt(check['high'])}]"
+        note = f"; {check['note']}" if check.get("note") else ""
+        head.add_row("", f"{mark} {check.get('threshold')} ({measured}){note}")
+    head.add_row("measured under", measured_under(detail.metrics))
     head.add_row("source", detail.source)
     head.add_row("register run", detail.run_id or "—")
     metrics = Table(title="held-out test metrics (ML and system)", title_justify="left")

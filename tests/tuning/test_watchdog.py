@@ -302,7 +302,6 @@ def test_the_watchdog_reads_as_often_as_a_bound_could_be_reached():
         "violation",
         100,
         None,
-        0.0,
         WatchdogSettings(),
         lambda reason: {},  # type: ignore[arg-type]
     )

@@ -69,17 +69,37 @@ _m("rmse", "min", "window", "none", "validation root mean squared error", frozen
 # system metrics during training
 _m("steps", "min", "window", "cumulative", "mini-batch updates done")
 _m("epoch", "min", "window", "cumulative", "passes over the training data (fractional)")
-_m("train_time_s", "min", "window", "cumulative", "wall time of training so far, validation included")
+_m(
+    "train_time_s",
+    "min",
+    "window",
+    "cumulative",
+    "time training took on its own so far, validation included: wall time minus the time the training thread "
+    "waited for a CPU other processes held (what a wall-clock budget judges; see perftune.measure.contention)",
+)
+_m("wall_time_s", "min", "window", "cumulative", "wall time of training so far, contention included")
 _m("cpu_s", "min", "window", "cumulative", "CPU seconds used by the trial's process so far (the compute budget)")
 _m("step_time_ms_mean", "min", "window", "none", "mean wall time of one mini-batch update in the window")
 _m("step_time_ms_p95", "min", "window", "none", "95th percentile step time in the window")
 _m("cpu_percent", "min", "window", "none", "process CPU time / wall time × 100 over the window")
+# what the trial received from the machine (perftune.measure.contention); a window's own, the trial's at its end
+_m("cpu_wait_s", "min", "window", "none", "seconds the training thread was runnable but waited for a CPU")
+_m("cpu_wait_share", "min", "window", "none", "cpu_wait_s as a share of the wall time (0 on a quiet machine)")
+_m("runnable_per_core", "min", "window", "none", "runnable tasks per usable core on the machine (1 = full)")
+_m("other_cpu_share", "min", "window", "none", "CPU used by other processes, as a share of the machine")
+_m("steal_share", "min", "window", "none", "CPU time a hypervisor gave to other guests, as a share of the machine")
 _m("memory_mb", "min", "window", "level", "RSS − shared of the trial's process (MiB)")
 _m("memory_mb_peak", "min", "window", "level", "peak of memory_mb so far (MiB)")
 _m("gpu_memory_mb", "min", "window", "level", "peak GPU memory allocated (MiB), only where a GPU exists")
 # end-of-trial inference metrics
-_m("latency_ms_p50", "min", "final", "none", "median latency of single-row predict (ms)")
-_m("latency_ms_p95", "min", "final", "none", "95th percentile latency of single-row predict (ms)")
+_m("latency_ms_p50", "min", "final", "none", "median latency of single-row predict, CPU waits left out (ms)")
+_m("latency_ms_p95", "min", "final", "none", "95th percentile latency of single-row predict, CPU waits left out (ms)")
+_m("latency_ms_p95_low", "min", "final", "none", "lower end of the 95 % interval of latency_ms_p95 (order statistics)")
+_m("latency_ms_p95_high", "min", "final", "none", "upper end of the 95 % interval of latency_ms_p95 (order statistics)")
+_m("latency_ms_p95_wall", "min", "final", "none", "latency p95 as the wall clock saw it, CPU waits included (ms)")
+_m("latency_cpu_wait_share", "min", "final", "none", "share of the timed calls' wall time spent waiting for a CPU")
+_m("latency_rounds", "max", "final", "none", "interleaved rounds the latency was measured in")
+_m("latency_samples", "max", "final", "none", "single-row calls the latency figures rest on")
 _m("throughput_rps", "max", "final", "none", "rows predicted per second in batches")
 _m("model_size_bytes", "min", "final", "none", "size of the serialized model")
 # post-training compression (families that compress: quantization, pruning); the plain metrics are after it
@@ -95,6 +115,13 @@ _m("accuracy_drop", "min", "final", "none", "validation accuracy lost to compres
    frozenset({"classification"}))  # fmt: skip
 _m("model_size_bytes_uncompressed", "min", "final", "none", "serialized size before compression")
 _m("latency_ms_p95_uncompressed", "min", "final", "none", "single-row latency p95 before compression (ms)")
+_m(
+    "latency_compressed_ratio",
+    "min",
+    "final",
+    "none",
+    "latency p95 after compression ÷ before, measured interleaved on the network alone",
+)
 _m("sparsity", "max", "final", "none", "fraction of weights that are zero after pruning")
 # registration of a PyTorch network: both runtimes measured on the same rows (the plain metrics are the served one's)
 _m("latency_ms_p95_torch", "min", "final", "none", "single-row latency p95 with torch's forward pass (ms)")

@@ -1,11 +1,14 @@
 """System metrics of one process, sampled cheaply (see DESIGN.md "Measurement").
 
-A :class:`Probe` is created at the start of a trial. :meth:`Probe.sample` is called once per report
-window and returns CPU seconds, CPU % over the window, ``memory_mb = (RSS − shared)`` (psutil, one read
-of ``/proc/<pid>/statm``) and its peak. CPU time of the own process comes from ``time.process_time()``:
-the same user + system time psutil reports, with nanosecond instead of 10 ms resolution and no file read.
-Step times are recorded by :class:`StepTimer` with ``time.perf_counter`` only.
-The probe's own cost is accumulated in :attr:`Probe.overhead_s`, for benchmarks to report.
+A :class:`Probe` is created at the start of a trial, in its training thread. :meth:`Probe.sample` is called
+once per report window and returns CPU seconds, CPU % over the window, ``memory_mb = (RSS − shared)`` (psutil,
+one read of ``/proc/<pid>/statm``) and its peak, and what the trial received from the machine
+(:mod:`perftune.measure.contention`): ``wall_time_s``, ``cpu_wait_s`` (time the training thread waited for a
+CPU other processes held), ``train_time_s = wall_time_s − cpu_wait_s`` (what a wall-clock budget judges), and
+the window's ``cpu_wait_share``, ``runnable_per_core``, ``other_cpu_share`` and ``steal_share``. CPU time
+of the own process comes from ``time.process_time()``: the same user + system time psutil reports, with
+nanosecond instead of 10 ms resolution and no file read. Step times are recorded by :class:`StepTimer` with
+``time.perf_counter`` only. The probe's own cost is accumulated in :attr:`Probe.overhead_s`, for benchmarks to report.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import psutil
+
+from perftune.measure.contention import MachineCounters, ThreadWait, machine_contention
 
 _MB = 1024.0 * 1024.0
 
@@ -31,6 +36,13 @@ class ProbeSample:
     memory_mb: float
     memory_mb_peak: float
     gpu_memory_mb: float | None = None
+    cpu_wait_s: float = 0.0  # since the probe started
+    contention: dict[str, float] = field(default_factory=dict)  # the window's cpu_wait_share and machine figures
+
+    @property
+    def train_time_s(self) -> float:
+        """Wall time since the probe started minus the time the thread waited for a CPU."""
+        return max(self.wall_s - self.cpu_wait_s, 0.0)
 
     def as_metrics(self) -> dict[str, float]:
         out = {
@@ -38,6 +50,10 @@ class ProbeSample:
             "cpu_percent": self.cpu_percent,
             "memory_mb": self.memory_mb,
             "memory_mb_peak": self.memory_mb_peak,
+            "wall_time_s": self.wall_s,
+            "cpu_wait_s": self.cpu_wait_s,
+            "train_time_s": self.train_time_s,
+            **self.contention,
         }
         if self.gpu_memory_mb is not None:
             out["gpu_memory_mb"] = self.gpu_memory_mb
@@ -88,16 +104,24 @@ def _gpu_memory_mb() -> float | None:
 
 
 class Probe:
-    """Samples the current process; CPU figures are relative to the probe's creation."""
+    """Samples the current process; CPU figures are relative to the probe's creation.
+
+    Create it in the thread whose CPU wait counts (the training thread): :meth:`train_time_s` and the samples'
+    ``cpu_wait_s`` are that thread's. Call :meth:`close` when done (it holds one open file).
+    """
 
     def __init__(self) -> None:
         self._process = psutil.Process()
         self.overhead_s = 0.0
         start = time.perf_counter()
+        self._wait = ThreadWait()
+        self._machine = MachineCounters()
+        self._wait0 = self._wait.wait_s()
         self._cpu0 = time.process_time()
-        self._wall0 = start
-        self._last_cpu = self._cpu0
-        self._last_wall = start
+        self.started_at = start  # time.perf_counter() at creation: wall_time_s counts from it
+        self._first = self._last = self._machine.read(start)
+        self._last_cpu, self._last_wall, self._last_wait = self._cpu0, start, self._wait0
+        self._runnable: list[float] = []  # runnable_per_core of each sample: their mean is the trial's
         self._peak = unique_memory_mb(self._process)
         self.overhead_s += time.perf_counter() - start
 
@@ -105,25 +129,58 @@ class Probe:
         """CPU seconds of the process since the probe started; records nothing (safe from any thread)."""
         return time.process_time() - self._cpu0
 
+    def cpu_wait_s(self) -> float:
+        """Seconds the training thread waited for a CPU since the probe started (safe from any thread)."""
+        return self._wait.wait_s() - self._wait0
+
+    def train_time_s(self) -> float:
+        """Wall time since the probe started minus :meth:`cpu_wait_s` (safe from any thread)."""
+        return max(time.perf_counter() - self.started_at - self.cpu_wait_s(), 0.0)
+
     def sample(self) -> ProbeSample:
-        """Read the process now; CPU % is over the time since the previous sample."""
+        """Read the process now; CPU %, CPU wait share and the machine's contention are over the time since the
+        previous sample."""
         start = time.perf_counter()
         cpu = time.process_time()
+        wait = self._wait.wait_s()
         memory = unique_memory_mb(self._process)
+        machine = self._machine.read(start)
         wall_delta = start - self._last_wall
         cpu_percent = 100.0 * (cpu - self._last_cpu) / wall_delta if wall_delta > 0 else 0.0
-        self._last_cpu, self._last_wall = cpu, start
+        contention = machine_contention(self._last, machine, cpu - self._last_cpu, self._machine.cores)
+        if wall_delta > 0 and self._wait.available:
+            contention["cpu_wait_share"] = min(max(wait - self._last_wait, 0.0) / wall_delta, 1.0)
+        self._last_cpu, self._last_wall, self._last_wait, self._last = cpu, start, wait, machine
+        if "runnable_per_core" in contention:
+            self._runnable.append(contention["runnable_per_core"])
         self._peak = max(self._peak, memory)
         sample = ProbeSample(
-            wall_s=start - self._wall0,
+            wall_s=start - self.started_at,
             cpu_s=cpu - self._cpu0,
             cpu_percent=cpu_percent,
             memory_mb=memory,
             memory_mb_peak=self._peak,
             gpu_memory_mb=_gpu_memory_mb(),
+            cpu_wait_s=wait - self._wait0,
+            contention=contention,
         )
         self.overhead_s += time.perf_counter() - start
         return sample
+
+    def contention(self) -> dict[str, float]:
+        """What the process received since the probe started: ``cpu_wait_share`` (of its wall time) and the
+        machine's ``runnable_per_core``, ``other_cpu_share`` and ``steal_share`` over the same time."""
+        now = time.perf_counter()
+        wall = now - self.started_at
+        out = machine_contention(self._first, self._machine.read(now), self.elapsed_cpu_s(), self._machine.cores)
+        if "runnable_per_core" in out:
+            out["runnable_per_core"] = float(np.mean([*self._runnable, out["runnable_per_core"]]))
+        if wall > 0 and self._wait.available:
+            out["cpu_wait_share"] = min(self.cpu_wait_s() / wall, 1.0)
+        return out
+
+    def close(self) -> None:
+        self._wait.close()
 
 
 class StepTimer:

@@ -24,7 +24,7 @@ from perftune.data import Locations, load_dataset
 from perftune.data.dataset import Dataset
 from perftune.data.split import Fold, PreparedData, holdout_split, standardize, weighted_draw
 from perftune.errors import PerftuneError, UsageError
-from perftune.measure.inference import measure_inference
+from perftune.measure.inference import Candidate, InferenceMeter, compare
 from perftune.measure.probe import Probe
 from perftune.models.base import get_family
 from perftune.registry.catalog import ModelRegistry
@@ -47,7 +47,7 @@ COMPRESSION = (
     "accuracy_uncompressed",
     "accuracy_drop",
     "model_size_bytes_uncompressed",
-    "latency_ms_p95_uncompressed",
+    "latency_compressed_ratio",  # p95 after ÷ before, both measured in the trial on the network alone
     "sparsity",
 )
 
@@ -168,6 +168,7 @@ class Refitted:
     test: np.ndarray  # row indices of the test split
     onnx: bytes | None = None  # a PyTorch network's ONNX export (stored with the version)
     runtime: str | None = None  # what runs a PyTorch network's forward pass when served: torch or onnxruntime
+    remeasure: Any = None  # measures more interleaved rounds; returns the served model's inference metrics
 
     def profile(self, settings: MonitorSpec, budgets: dict[str, float] | None = None) -> ReferenceProfile:
         """The reference profile monitoring compares served data with (see :mod:`perftune.monitor.reference`)."""
@@ -273,7 +274,7 @@ def refit(plan: RefitPlan, runtimes: bool = True) -> Refitted:
     if hasattr(estimator, "to_cpu"):  # served on the CPU, so measured there (a network may have trained on a GPU)
         estimator.to_cpu()
     pipeline, frame, predict, raw_test = _served_pipeline(dataset, train, test, estimator)
-    probe = Probe()  # the peak of RSS − shared across one batch predict
+    probe = Probe()  # the peak of RSS − shared across one batch predict; the contention the measurements met
     predictions = pipeline.predict(frame)
     peak = probe.sample().memory_mb_peak
     metrics = {
@@ -284,65 +285,65 @@ def refit(plan: RefitPlan, runtimes: bool = True) -> Refitted:
     metrics = {("test_loss" if k == "val_loss" else k): v for k, v in metrics.items()}
     if "accuracy" in metrics and "accuracy_drop" not in metrics:
         metrics["accuracy_drop"] = 0.0  # nothing compressed, nothing lost: a gate on it holds
-    metrics.update(
-        measure_inference(
-            predict,
-            lambda: cloudpickle.dumps(pipeline),  # the bytes MLflow's sklearn flavor writes (cloudpickle format)
-            raw_test,
-            latency_rows=evaluation.latency_rows,
-            throughput_batch=evaluation.throughput_batch,
-        )
-    )
     metrics["predict_memory_mb"] = peak
     from perftune.models.torch_estimator import TorchClassifier
 
+    serialize = lambda: cloudpickle.dumps(pipeline)  # noqa: E731  the bytes MLflow's sklearn flavor writes
+    sizes = {"latency_rows": evaluation.latency_rows, "throughput_batch": evaluation.throughput_batch}
     onnx, runtime = None, "torch" if isinstance(pipeline.steps[-1][1], TorchClassifier) else None
     if runtime and runtimes:
-        onnx, runtime = _faster_runtime(pipeline, predict, frame, raw_test, metrics, evaluation)
-    return Refitted(pipeline, metrics, frame, predictions, dataset, plan, train, test, onnx, runtime)
+        meter, onnx, runtime = _faster_runtime(pipeline, predict, frame, raw_test, metrics, sizes)
+    else:
+        meter = InferenceMeter({"served": Candidate(predict, serialize)}, raw_test, **sizes).run()
+    served = next(iter(meter.candidates))  # the one candidate left: what perftune serve runs
+    metrics.update(meter.metrics(served))
+    metrics.update({f"measure.{k}": v for k, v in probe.contention().items()})
+    probe.close()
+
+    def remeasure() -> dict[str, float]:
+        return meter.run().metrics(served)
+
+    return Refitted(pipeline, metrics, frame, predictions, dataset, plan, train, test, onnx, runtime, remeasure)
 
 
-ONNX_MARGIN = 0.9  # onnxruntime serves when its latency p95 is below this share of torch's
+ONNX_MARGIN = 0.9  # onnxruntime serves when its latency p95 interval lies below this share of torch's
 ONNX_ARTIFACT = "onnx/model.onnx"  # in the registration run, beside the model
 
 
 def _faster_runtime(
-    pipeline: Any, predict: Any, frame: Any, raw_test: np.ndarray, metrics: dict[str, float],
-    evaluation: EvaluationSpec,
-) -> tuple[bytes | None, str]:  # fmt: skip
-    """Export the network to ONNX, measure torch and onnxruntime alternately on the same rows (two rounds each,
-    the better of each kept) and serve onnxruntime where its latency p95 is lower by the margin. ``metrics``
-    gets both runtimes' numbers; its plain latency and throughput become the served runtime's."""
+    pipeline: Any, predict: Any, frame: Any, raw_test: np.ndarray, metrics: dict[str, float], sizes: dict[str, int]
+) -> tuple[InferenceMeter, bytes | None, str]:
+    """Export the network to ONNX and measure torch and onnxruntime in interleaved rounds on the same rows, with
+    the same threads; onnxruntime serves only where its latency p95 interval lies wholly below ``ONNX_MARGIN`` ×
+    torch's (a measurable difference), else torch. ``metrics`` gets both runtimes' numbers and the comparison."""
     from perftune.models.onnx_runtime import NotExportable, export
 
     model, rows = pipeline.steps[-1][1], frame[:256]
     for _, step in pipeline.steps[:-1]:  # the network's input rows
         rows = step.transform(rows)
+    serialize = lambda: cloudpickle.dumps(pipeline)  # noqa: E731
     try:
         onnx = export(model.net, np.asarray(rows))
     except NotExportable as exc:
         log.info("served with torch: %s", exc)
-        return None, "torch"
-    measured: dict[str, list[dict[str, float]]] = {"torch": [], "onnx": []}
-    sizes = {"latency_rows": evaluation.latency_rows, "throughput_batch": evaluation.throughput_batch}
-    for _ in range(2):
-        for runtime in ("onnx", "torch"):
-            model.use_onnx(onnx if runtime == "onnx" else None)
-            measured[runtime].append(measure_inference(predict, lambda: onnx, raw_test, **sizes))
-    best = {
-        runtime: {"latency_ms_p50": min(r["latency_ms_p50"] for r in runs),
-                  "latency_ms_p95": min(r["latency_ms_p95"] for r in runs),
-                  "throughput_rps": max(r["throughput_rps"] for r in runs)}
-        for runtime, runs in measured.items()
-    }  # fmt: skip
-    for runtime, values in best.items():
+        return InferenceMeter({"torch": Candidate(predict, serialize)}, raw_test, **sizes).run(), None, "torch"
+    candidates = {
+        "onnx": Candidate(predict, lambda: onnx, prepare=lambda: model.use_onnx(onnx)),
+        "torch": Candidate(predict, serialize, prepare=lambda: model.use_onnx(None)),
+    }
+    meter = InferenceMeter(candidates, raw_test, **sizes).run()
+    measured = {runtime: meter.metrics(runtime) for runtime in candidates}
+    for runtime, values in measured.items():
         metrics[f"latency_ms_p95_{runtime}"] = values["latency_ms_p95"]
         metrics[f"throughput_rps_{runtime}"] = values["throughput_rps"]
     metrics["model_size_bytes_onnx"] = float(len(onnx))
-    chosen = "onnx" if best["onnx"]["latency_ms_p95"] < ONNX_MARGIN * best["torch"]["latency_ms_p95"] else "torch"
-    metrics.update(best[chosen])
+    verdict = compare("onnx", measured["onnx"], "torch", measured["torch"], margin=ONNX_MARGIN)
+    chosen = "onnx" if verdict.faster == "onnx" else "torch"
+    log.info("runtime: %s; served with %s", verdict.message(), "onnxruntime" if chosen == "onnx" else "torch")
     model.use_onnx(onnx if chosen == "onnx" else None)
-    return onnx, "onnxruntime" if chosen == "onnx" else "torch"
+    candidates = {chosen: Candidate(predict, candidates[chosen].serialize)}  # later rounds: the served runtime only
+    meter.candidates = candidates
+    return meter, onnx, "onnxruntime" if chosen == "onnx" else "torch"
 
 
 def _served_pipeline(
@@ -409,7 +410,7 @@ def register(
     trial = choose_trial(study, dataset, model, trial_id)
     refitted = refit(RefitPlan.from_study(spec, study, trial))
     metrics = refitted.metrics
-    checks = run_gate(spec.gate, metrics, refitted.dataset.task)
+    checks = run_gate(spec.gate, metrics, refitted.dataset.task, remeasure=refitted.remeasure)
     passed = all(c.passed for c in checks)
     lineage = {
         **refitted.lineage(),

@@ -80,6 +80,7 @@ class StopReason:
     total_steps: int
     enforced: str = Enforcement.WINDOW.value
     note: str = ""
+    contention: dict[str, float] | None = None  # what the trial received (see perftune.measure.contention)
 
     def message(self) -> str:
         seen = f"{self.metric} = {self.observed:.4g}"
@@ -87,13 +88,31 @@ class StopReason:
             seen += f", projected {self.projected:.4g} at step {self.total_steps}"
         by = " by the watchdog" if self.enforced == Enforcement.WATCHDOG else ""
         text = f"{self.constraint} broken ({seen}; stopped{by} at step {self.at_step}/{self.total_steps})"
-        return f"{text}; {self.note}" if self.note else text
+        parts = [text, self.note, contention_note(self.contention or {}, self.metric)]
+        return "; ".join(p for p in parts if p)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "message": self.message()}
 
 
 Window = dict[str, float]
+
+CONTENDED = 0.05  # a trial that waited for a CPU this share of its wall time or more says so in its stop reason
+
+
+def contention_note(contention: dict[str, float], metric: str = "") -> str:
+    """One clause naming the contention a trial met, when it waited for a CPU noticeably (else empty)."""
+    share = contention.get("cpu_wait_share")
+    if share is None or share < CONTENDED:
+        return ""
+    machine = ", ".join(
+        f"{label} {contention[key]:{fmt}}"
+        for key, label, fmt in (("runnable_per_core", "runnable per core", ".2g"),
+                                ("other_cpu_share", "other processes' CPU share", ".0%"))
+        if key in contention
+    )  # fmt: skip
+    excused = " (not counted in train_time_s)" if metric == "train_time_s" else ""
+    return f"contention: waited {share:.0%} of its wall time for a CPU{excused}" + (f"; {machine}" if machine else "")
 
 
 def observed(metric: str, history: list[Window]) -> float | None:

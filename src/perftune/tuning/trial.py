@@ -16,6 +16,7 @@ mean over folds, and ``step_time_ms`` is per mini-batch.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -24,13 +25,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from perftune.data.split import Fold, PreparedData
-from perftune.measure.inference import measure_inference
+from perftune.measure.inference import Candidate, InferenceMeter, measure_inference
 from perftune.measure.probe import Probe, StepTimer
 from perftune.models.base import TaskInfo, Trainer, TrialDiverged, validate_params
 from perftune.results import TrialState
@@ -96,19 +97,19 @@ def run_trial(
     rng = np.random.default_rng(settings.seed)
     orders = [_epoch_order(f, rng) for f in folds]
 
-    probe = Probe()
+    probe = Probe()  # in the training thread: train_time_s excuses this thread's wait for a CPU
     timer = StepTimer(settings.eval_every * len(folds))
     history: list[dict[str, float]] = []
     loss_sum, loss_n = 0.0, 0
     status, stop, error = TrialState.COMPLETED, None, None
     unreported: list[dict[str, float]] = []
-    start = last_report = time.perf_counter()
+    last_report = probe.started_at
     step = 0
 
     def stopped_result(reason: StopReason) -> dict[str, Any]:
         """The final result of a trial the watchdog ends while its training thread is stuck."""
         windows, fresh = list(history), list(unreported)
-        _close_history(windows, fresh, _partial_window(watchdog.at_step, start, probe, watchdog))
+        _close_history(windows, fresh, _partial_window(watchdog.at_step, probe, watchdog))
         return _result(windows, fresh, TrialState.STOPPED_BUDGET, planned, probe, watchdog, reason)
 
     watchdog = Watchdog(
@@ -116,7 +117,6 @@ def run_trial(
         settings.policy.name,
         planned,
         probe,
-        start,
         settings.watchdog,
         final_result=stopped_result,
         on_stuck=on_stuck,
@@ -139,7 +139,7 @@ def run_trial(
                 watchdog.at_step = step
                 if step % settings.eval_every and step != planned:
                     continue
-                window = _window(trainers, data, step, steps_per_epoch, planned, start, probe, timer, loss_sum, loss_n)
+                window = _window(trainers, data, step, steps_per_epoch, planned, probe, timer, loss_sum, loss_n)
                 loss_sum, loss_n = 0.0, 0
                 history.append(window)
                 unreported.append(window)
@@ -155,18 +155,19 @@ def run_trial(
             watchdog.check_alive()
     except WatchdogStop:
         status, stop = TrialState.STOPPED_BUDGET, watchdog.reason
-        _close_history(history, unreported, _partial_window(step, start, probe, watchdog))
+        _close_history(history, unreported, _partial_window(step, probe, watchdog))
     except (TrialDiverged, WatchdogDied) as exc:
         status = TrialState.FAILED
         error = f"diverged at step {step}: {exc}" if isinstance(exc, TrialDiverged) else str(exc)
-        _close_history(history, unreported, _partial_window(step, start, probe))
+        _close_history(history, unreported, _partial_window(step, probe))
     finally:
         watchdog.close()
 
     final = _result(history, unreported, status, planned, probe, watchdog, stop, error)
+    probe.close()
     if status == TrialState.COMPLETED and getattr(trainers[0], "compresses", False):
         final.update(_compress(trainers, folds, settings, final))
-    if status == TrialState.COMPLETED:
+    elif status == TrialState.COMPLETED:
         final.update(
             measure_inference(
                 trainers[0].predict,
@@ -185,22 +186,31 @@ def _compress(
     trainers: list[Trainer], folds: list[Fold], settings: TrialSettings, final: dict[str, Any]
 ) -> dict[str, Any]:
     """A family's post-training compression (quantization, pruning: the trainer's ``compress``), measured: the
-    validation metrics after it replace the last window's, and the values before it are kept beside them."""
+    validation metrics after it replace the last window's, and the values before it are kept beside them. The
+    latency before and after is measured like for like: a copy of the uncompressed network and the compressed
+    one, interleaved on the same rows with the same threads."""
     first = trainers[0]
-    before = measure_inference(
-        first.predict, first.serialize, folds[0].X_val, latency_rows=settings.latency_rows,
-        throughput_batch=settings.throughput_batch,
-    )  # fmt: skip
+    uncompressed = copy.deepcopy(first)
     extra: dict[str, Any] = {}
     for trainer in trainers:
         extra = trainer.compress()  # type: ignore[attr-defined]
     scores = [t.evaluate(f.X_val, f.y_val) for t, f in zip(trainers, folds, strict=True)]
     after = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    candidates = {
+        "before": Candidate(uncompressed.predict, uncompressed.serialize),
+        "after": Candidate(first.predict, first.serialize),
+    }
+    sizes = {"latency_rows": settings.latency_rows, "throughput_batch": settings.throughput_batch}
+    meter = InferenceMeter(candidates, folds[0].X_val, **sizes).run()
+    before, compressed = meter.metrics("before"), meter.metrics("after")
+    meter.close()
     out = {
         **after,
         **extra,
+        **compressed,  # the trial's inference metrics: not measured again
         "model_size_bytes_uncompressed": before["model_size_bytes"],
         "latency_ms_p95_uncompressed": before["latency_ms_p95"],
+        "latency_compressed_ratio": compressed["latency_ms_p95"] / before["latency_ms_p95"],
     }
     if "accuracy" in after and "accuracy" in final:
         out["accuracy_uncompressed"] = float(final["accuracy"])
@@ -230,6 +240,8 @@ def _result(
 ) -> dict[str, Any]:
     """A trial's final result without the inference metrics: the last window, status, reason, costs."""
     final: dict[str, Any] = dict(history[-1]) if history else {}
+    contention = probe.contention()
+    final.update(contention)  # the whole trial's, where the last window holds its own
     final.update(
         trial_status=status,
         total_steps=planned,
@@ -238,17 +250,17 @@ def _result(
         windows=unreported,
     )
     if stop is not None:
-        final["stop_reason"] = json.dumps(stop.to_dict())
+        final["stop_reason"] = json.dumps(replace(stop, contention=contention).to_dict())
         final.update(estimate_saved(history, planned))
     if error is not None:
         final["error"] = error
     return final
 
 
-def _partial_window(step: int, start: float, probe: Probe, watchdog: Watchdog | None = None) -> dict[str, float]:
+def _partial_window(step: int, probe: Probe, watchdog: Watchdog | None = None) -> dict[str, float]:
     """System metrics of a trial that ended between windows; with the watchdog's readings when it stopped it
     (the metric that broke its bound keeps the value the watchdog saw, e.g. a peak freed while unwinding)."""
-    window = {"steps": float(step), "train_time_s": time.perf_counter() - start, **probe.sample().as_metrics()}
+    window = {"steps": float(step), **probe.sample().as_metrics()}
     reason = watchdog.reason if watchdog is not None else None
     if reason is not None:
         window["memory_mb_peak"] = max(window["memory_mb_peak"], watchdog.memory_peak_mb)  # type: ignore[union-attr]
@@ -273,7 +285,6 @@ def _window(
     step: int,
     steps_per_epoch: int,
     planned: int,
-    start: float,
     probe: Probe,
     timer: StepTimer,
     loss_sum: float,
@@ -290,7 +301,6 @@ def _window(
     window["steps"] = float(step)
     window["epoch"] = step / steps_per_epoch
     window["total_steps"] = float(planned)
-    window["train_time_s"] = time.perf_counter() - start
     if loss_n:
         window["train_loss"] = loss_sum / loss_n
     return window

@@ -74,11 +74,11 @@ log = logging.getLogger(__name__)
 
 # Metrics the watchdog can read cheaply at any moment; other growing metrics (steps, epoch) only change
 # when a step ends, so the window checks see them in time.
-WATCHED_METRICS = frozenset({"train_time_s", "cpu_s", "memory_mb", "memory_mb_peak"})
+WATCHED_METRICS = frozenset({"train_time_s", "wall_time_s", "cpu_s", "memory_mb", "memory_mb_peak"})
 _MEMORY_METRICS = frozenset({"memory_mb", "memory_mb_peak"})
 # The fastest the time metrics can grow, per second of wall time: the CPUs this process may run on bound cpu_s.
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_GROWTH_PER_S = {"train_time_s": 1.0, "cpu_s": float(_CPUS)}
+_GROWTH_PER_S = {"train_time_s": 1.0, "wall_time_s": 1.0, "cpu_s": float(_CPUS)}
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,8 @@ class Watchdog:
         constraints: the budgets to enforce (see :func:`watched_constraints`); empty means no thread.
         policy: the policy's name, recorded in the stop reason.
         total_steps: the trial's planned steps, recorded in the stop reason.
-        probe: the trial's probe (``cpu_s`` counts from its start).
-        start: ``time.perf_counter()`` at the start of training (``train_time_s`` counts from it).
+        probe: the trial's probe (``cpu_s``, ``train_time_s`` and ``wall_time_s`` count from its start;
+            ``train_time_s`` leaves out the training thread's wait for a CPU, see :mod:`perftune.measure.contention`).
         settings: interval and grace period.
         final_result: builds the trial's final result from a stop reason (used when escalating).
         on_stuck: receives that final result when the training thread does not unwind; None to wait.
@@ -140,14 +140,13 @@ class Watchdog:
         policy: str,
         total_steps: int,
         probe: Probe,
-        start: float,
         settings: WatchdogSettings,
         final_result: Callable[[StopReason], dict[str, Any]],
         on_stuck: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.constraints = constraints
         self.policy, self.total_steps = policy, total_steps
-        self.probe, self.started_at, self.settings = probe, start, settings
+        self.probe, self.settings = probe, settings
         self.final_result, self.on_stuck = final_result, on_stuck
         self.at_step = 0  # set by the training loop after each step
         self.reason: StopReason | None = None
@@ -272,7 +271,12 @@ class Watchdog:
     def read(self) -> dict[str, float]:
         """The watched metrics now (only those a constraint needs)."""
         self.readings += 1
-        values = {"train_time_s": time.perf_counter() - self.started_at, "cpu_s": self.probe.elapsed_cpu_s()}
+        probe = self.probe
+        values = {
+            "train_time_s": probe.train_time_s(),
+            "wall_time_s": time.perf_counter() - probe.started_at,
+            "cpu_s": probe.elapsed_cpu_s(),
+        }
         if any(c.metric in _MEMORY_METRICS for c in self.constraints):
             memory = self._memory.read_mb()
             self.memory_peak_mb = max(self.memory_peak_mb, memory)
