@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from perftune.results import GroupResult, StudyResult
+from perftune.results import GroupResult, StudyResult, contention_line, contention_totals
 from perftune.results import TrialState as S
 
 _KEY_METRICS = ("train_time_s", "memory_mb_peak", "latency_ms_p95", "model_size_bytes")
@@ -122,11 +122,13 @@ def result_table(result: StudyResult) -> Table:
 
 def compute_line(result: StudyResult) -> str:
     c = result.compute()
-    return (
+    line = (
         f"compute: {c['cpu_s']:.1f} CPU-s in {c['trial_s']:.1f} trial-s (wall {c['wall_s']:.1f}s); "
         f"stopping saved ≈{c['saved_cpu_s_est']:.1f} CPU-s of a ≈{c['counterfactual_cpu_s']:.1f} CPU-s full search "
         f"(×{c['savings_factor_est']:.2f})"
     )
+    contention = contention_line(contention_totals(result.trials))
+    return f"{line}\n{contention}" if contention else line
 
 
 def savings_table(report: Any) -> Table:

@@ -126,6 +126,36 @@ def compute_totals(records: list[TrialRecord]) -> dict[str, float]:
     }
 
 
+def contention_totals(records: list[TrialRecord]) -> dict[str, float]:
+    """What the trials received from the machine (see :mod:`perftune.measure.contention`): their wall time, the
+    time they waited for a CPU other processes held (left out of ``train_time_s``), and the machine's load over
+    them, weighted by each trial's wall time. Empty for trials measured by a perftune that did not record it."""
+    measured = [r for r in records if "wall_time_s" in r.metrics]
+    wall = sum(r.metrics["wall_time_s"] for r in measured)
+    if not measured or wall <= 0:
+        return {}
+    out = {"trials": float(len(measured)), "wall_time_s": wall,
+           "cpu_wait_s": sum(r.metrics.get("cpu_wait_s", 0.0) for r in measured)}  # fmt: skip
+    out["cpu_wait_share"] = out["cpu_wait_s"] / wall
+    for key in ("runnable_per_core", "other_cpu_share", "steal_share"):
+        known = [r for r in measured if key in r.metrics]
+        weight = sum(r.metrics["wall_time_s"] for r in known)
+        if known and weight > 0:
+            out[key] = sum(r.metrics[key] * r.metrics["wall_time_s"] for r in known) / weight
+    return out
+
+
+def contention_line(totals: dict[str, float]) -> str:
+    """How contended the machine was while the trials ran, and what train_time_s left out (empty if unknown)."""
+    if not totals:
+        return ""
+    machine = f", {totals['runnable_per_core']:.2g} runnable tasks per core" if "runnable_per_core" in totals else ""
+    return (
+        f"contention: trials waited {totals['cpu_wait_share']:.0%} of their {totals['wall_time_s']:.1f} s wall time "
+        f"for a CPU held by other processes{machine}; train_time_s leaves that wait out"
+    )
+
+
 @dataclass
 class GroupResult:
     """All trials of one dataset × model family."""
@@ -231,6 +261,7 @@ class StudyResult:
             "constraints": self.constraints,
             "tracking": self.tracking,
             "compute": self.compute(),
+            "contention": contention_totals(self.trials),
             "groups": [g.to_dict() for g in self.groups],
             "skipped": self.skipped,
             "trials": [t.to_dict() | {"dataset": t.dataset, "model": t.model} for t in self.trials],

@@ -18,7 +18,15 @@ from perftune.analysis.savings import COLUMNS, SavingsReport
 from perftune.parallel import local_pool
 from perftune.report import plots
 from perftune.report.page import CSS, fmt, img, table
-from perftune.results import GroupResult, StudyResult, add_to_summary, load_histories, load_study
+from perftune.results import (
+    GroupResult,
+    StudyResult,
+    add_to_summary,
+    contention_line,
+    contention_totals,
+    load_histories,
+    load_study,
+)
 from perftune.spec import ConstraintSpec
 
 
@@ -167,6 +175,7 @@ def _page(
     images: _Images,
 ) -> str:
     compute = study.compute()
+    contention = contention_line(contention_totals(study.trials))
     spec_path = out / "spec.yaml"
     spec_text = spec_path.read_text() if spec_path.is_file() else "(spec not kept in this study folder)"
     cards = [g.dataset_card for g in study.groups]
@@ -228,6 +237,7 @@ constraints {escape(", ".join(study.constraints) or "none")} · MLflow {escape(s
             ],
         )
     }
+{f"<p class=muted>{escape(contention)}</p>" if contention else ""}
 {f"<p>Skipped:</p><ul>{skipped}</ul>" if skipped else ""}</section>
 <section id="best"><h2>Best feasible trial per dataset × model</h2>
 {table(["dataset", "model", "trials", "feasible", "objective", "params", "trial", "MLflow run"], best_rows)}</section>
