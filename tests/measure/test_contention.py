@@ -154,3 +154,17 @@ def test_a_comparison_names_a_winner_only_when_the_intervals_do_not_overlap():
     assert clear.faster == "onnx" and "onnx is faster" in clear.message()
     # a margin asks for more than disjoint intervals: 0.95 is not below 0.9 × 1.0
     assert compare("onnx", _p95(0.9, 0.85, 0.95), "torch", _p95(1.1, 1.0, 1.3), margin=0.9).faster is None
+
+
+def test_time_spent_outside_training_is_left_out_of_train_time_and_the_clock_stands_still_inside():
+    import time
+
+    probe = Probe()
+    with probe.outside():  # e.g. a report that waits for Ray's driver
+        time.sleep(0.2)  # at least 0.2 s pass, however busy the machine
+        inside = probe.train_time_s()
+    sample = probe.sample()
+    probe.close()
+    assert sample.outside_s >= 0.2 and sample.as_metrics()["report_wait_s"] == sample.outside_s
+    assert sample.train_time_s <= sample.wall_s - 0.2
+    assert inside <= sample.train_time_s

@@ -84,6 +84,7 @@ _m("step_time_ms_p95", "min", "window", "none", "95th percentile step time in th
 _m("cpu_percent", "min", "window", "none", "process CPU time / wall time × 100 over the window")
 # what the trial received from the machine (perftune.measure.contention); a window's own, the trial's at its end
 _m("cpu_wait_s", "min", "window", "none", "seconds the training thread was runnable but waited for a CPU")
+_m("report_wait_s", "min", "window", "none", "seconds the trial spent handing reports to the driver (not training)")
 _m("cpu_wait_share", "min", "window", "none", "cpu_wait_s as a share of the wall time (0 on a quiet machine)")
 _m("runnable_per_core", "min", "window", "none", "runnable tasks per usable core on the machine (1 = full)")
 _m("other_cpu_share", "min", "window", "none", "CPU used by other processes, as a share of the machine")

@@ -4,7 +4,8 @@ A :class:`Probe` is created at the start of a trial, in its training thread. :me
 once per report window and returns CPU seconds, CPU % over the window, ``memory_mb = (RSS − shared)`` (psutil,
 one read of ``/proc/<pid>/statm``) and its peak, and what the trial received from the machine
 (:mod:`perftune.measure.contention`): ``wall_time_s``, ``cpu_wait_s`` (time the training thread waited for a
-CPU other processes held), ``train_time_s = wall_time_s − cpu_wait_s`` (what a wall-clock budget judges), and
+CPU other processes held), ``train_time_s = wall_time_s − cpu_wait_s`` (what a wall-clock budget judges; the
+time spent reporting to Ray's driver is left out too, see :meth:`Probe.outside`), and
 the window's ``cpu_wait_share``, ``runnable_per_core``, ``other_cpu_share`` and ``steal_share``. CPU time
 of the own process comes from ``time.process_time()``: the same user + system time psutil reports, with
 nanosecond instead of 10 ms resolution and no file read. Step times are recorded by :class:`StepTimer` with
@@ -13,9 +14,11 @@ nanosecond instead of 10 ms resolution and no file read. Step times are recorded
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,12 +40,13 @@ class ProbeSample:
     memory_mb_peak: float
     gpu_memory_mb: float | None = None
     cpu_wait_s: float = 0.0  # since the probe started
+    outside_s: float = 0.0  # time outside training since the probe started (reports to the driver)
     contention: dict[str, float] = field(default_factory=dict)  # the window's cpu_wait_share and machine figures
 
     @property
     def train_time_s(self) -> float:
-        """Wall time since the probe started minus the time the thread waited for a CPU."""
-        return max(self.wall_s - self.cpu_wait_s, 0.0)
+        """Wall time since the probe started minus the time the thread waited for a CPU or spent outside training."""
+        return max(self.wall_s - self.cpu_wait_s - self.outside_s, 0.0)
 
     def as_metrics(self) -> dict[str, float]:
         out = {
@@ -52,6 +56,7 @@ class ProbeSample:
             "memory_mb_peak": self.memory_mb_peak,
             "wall_time_s": self.wall_s,
             "cpu_wait_s": self.cpu_wait_s,
+            "report_wait_s": self.outside_s,
             "train_time_s": self.train_time_s,
             **self.contention,
         }
@@ -122,6 +127,8 @@ class Probe:
         self._first = self._last = self._machine.read(start)
         self._last_cpu, self._last_wall, self._last_wait = self._cpu0, start, self._wait0
         self._runnable: list[float] = []  # runnable_per_core of each sample: their mean is the trial's
+        self.outside_s = 0.0  # time spent outside training (see outside()), left out of train_time_s
+        self._outside_since: tuple[float, float] | None = None
         self._peak = unique_memory_mb(self._process)
         self.overhead_s += time.perf_counter() - start
 
@@ -134,8 +141,25 @@ class Probe:
         return self._wait.wait_s() - self._wait0
 
     def train_time_s(self) -> float:
-        """Wall time since the probe started minus :meth:`cpu_wait_s` (safe from any thread)."""
-        return max(time.perf_counter() - self.started_at - self.cpu_wait_s(), 0.0)
+        """Wall time since the probe started minus :meth:`cpu_wait_s` and the time spent :meth:`outside` training
+        (safe from any thread)."""
+        now, wait = time.perf_counter(), self.cpu_wait_s()
+        outside = self.outside_s
+        if self._outside_since is not None:  # inside an excluded region now: the clock stands still
+            outside += max((now - self._outside_since[0]) - (wait - self._outside_since[1]), 0.0)
+        return max(now - self.started_at - wait - outside, 0.0)
+
+    @contextlib.contextmanager
+    def outside(self) -> Iterator[None]:
+        """A region that is not training (a report to the driver, which waits for the driver's turn): its time,
+        less the CPU wait inside it (already left out), is added to :attr:`outside_s`, not to ``train_time_s``."""
+        self._outside_since = (time.perf_counter(), self.cpu_wait_s())
+        try:
+            yield
+        finally:
+            start, wait0 = self._outside_since
+            self.outside_s += max((time.perf_counter() - start) - (self.cpu_wait_s() - wait0), 0.0)
+            self._outside_since = None
 
     def sample(self) -> ProbeSample:
         """Read the process now; CPU %, CPU wait share and the machine's contention are over the time since the
@@ -162,6 +186,7 @@ class Probe:
             memory_mb_peak=self._peak,
             gpu_memory_mb=_gpu_memory_mb(),
             cpu_wait_s=wait - self._wait0,
+            outside_s=self.outside_s,
             contention=contention,
         )
         self.overhead_s += time.perf_counter() - start

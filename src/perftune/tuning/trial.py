@@ -149,8 +149,8 @@ def run_trial(
                     status = TrialState.STOPPED_BUDGET
                     break
                 if step < planned and time.perf_counter() - last_report >= settings.report_interval_s:
-                    with watchdog.paused():  # never interrupted inside Ray's session code
-                        report({**window, "windows": unreported})
+                    with watchdog.paused(), probe.outside():  # never interrupted inside Ray's session code
+                        report({**window, "windows": unreported})  # waits for the driver: not training time
                     unreported, last_report = [], time.perf_counter()
             watchdog.check_alive()
     except WatchdogStop:
