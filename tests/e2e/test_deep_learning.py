@@ -228,9 +228,15 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
     assert "attribution map of each row" in page and "mean absolute attribution of each pixel" in page
     assert np.array(shown["attributions"]["attributions"]).shape == (3, 784) and "px_" in table
 
-    # retraining data: the training images and the served ones with feedback labels, stored as an images version
-    labelled = read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[100:220]
-    labels = read_idx(data_dir() / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")[100:220]
+    # retraining data: the training images and the served ones with feedback labels, stored as an images version;
+    # half of the served images are the champion's own test images, which never enter it
+    where = Locations.default(tmp_path / "ws")
+    champion_data = load_dataset(DatasetSpec(name="store:fashion", sample=1500), where=where)
+    tested = champion_data.raw_inputs[champion_data.test_rows]
+    labelled = np.concatenate([read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[100:160],
+                               tested[:60]])  # fmt: skip
+    labels = np.concatenate([read_idx(data_dir() / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")[100:160],
+                             champion_data.y[champion_data.test_rows][:60]])  # fmt: skip
     with TestClient(create_app(settings)) as client:
         ids = [client.post("/invocations", json={"inputs": labelled[i : i + 8].tolist()}).headers["X-Request-Id"]
                for i in range(0, 120, 8)]  # fmt: skip
@@ -260,6 +266,8 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
     )
     trained = {row.tobytes() for row in again.raw_inputs}
     assert {row.tobytes() for row in labelled} & trained  # served pixels come back as the same images
+    assert not trained & {row.tobytes() for row in tested}  # but none of the champion's test images
+    assert got.lineage["excluded_served_rows"]["test_split"] > 0
     assert again.n_features == 784 and again.weights is not None and set(again.y) <= set(range(10))
     model = load(result.tracking["uri"], "fashion", "1")
     assert set(predict(model, got.test_X, got.feature_names)) <= set(range(10))  # the comparison's raw rows
@@ -410,21 +418,28 @@ def test_a_text_model_is_retrained_on_its_articles_and_the_labelled_texts_it_ser
     assert stored.kind == "text" and stored.weight == "perftune_weight"
     assert stored.lineage["scoring_window"]["labelled_rows"] == 160
     # the retraining table holds raw articles: the champion's training articles and the 160 served ones, minus
-    # the held-out share of them (compared on, never trained on)
+    # the held-out share of them and the served articles that are in the champion's test split (both compared
+    # on, never trained on)
     retrained = pd.read_parquet(store.resolve(steps["data"].details["version"])[1])
     held_out, trained_on = steps["data"].details["holdout_rows"], stored.lineage["training_data"]["rows"]
     where = Locations.default(tmp_path / "ws")
     champion_data = load_dataset(DatasetSpec(name="store:bbc", sample=400, transform=TFIDF), where=where)
+    tested = set(champion_data.raw_inputs[champion_data.test_rows, 0])
     assert held_out >= 20 and trained_on == 400 - len(champion_data.test_rows)
-    assert len(retrained) == trained_on + 160 - held_out
-    assert len(set(served.text) & set(retrained.text)) == 160 - held_out
+    assert set(served.text) & tested and not set(retrained.text) & tested  # test articles came back: not trained on
+    dropped = steps["data"].details["excluded_served_rows"]["test_split"]
+    assert 0 < dropped <= len(set(served.text) & tested)
+    assert f"dropped {dropped} served rows that are in the test split" in steps["data"].message
+    assert len(retrained) == trained_on + 160 - held_out - dropped
+    assert len(set(served.text) & set(retrained.text)) == 160 - held_out - dropped
     assert set(retrained.split) == {"train", "test"} and set(retrained.label) == set(frame.label)
     # the challenger's study kept the champion's features step (800 TF-IDF terms) and was weighted by recency
     again = load_dataset(DatasetSpec(name=f"store:{stored.name}@{stored.version}", transform=TFIDF), where=where)
     assert again.weights is not None and again.n_features == 800
     compare = steps["compare"].details
     assert compare["decided_on"] == "recent" and compare["comparisons"]["recent"]["rows"] == held_out
-    assert compare["comparisons"]["test split"]["rows"] == len(champion_data.test_rows)
+    tested_rows = compare["comparisons"]["test split"]
+    assert tested_rows["rows"] + tested_rows["left_out"] == len(champion_data.test_rows)
     from perftune.retrain.evaluate import load
 
     challenger = load(uri, "news", "2")

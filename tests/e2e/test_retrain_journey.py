@@ -134,6 +134,7 @@ def test_monitor_retrain_detects_the_change_retrains_compares_and_promotes(journ
     out = " ".join(run.stdout.split())  # the console wraps long lines
     assert "trigger: " in out and "realized accuracy" in out.split("trigger: ")[1]
     assert "data: 0 training rows of the champion + 768 labelled scoring rows" in out
+    assert "dropped 162 served rows that are in the test split" in out  # 231 test rows served, 69 held out
     assert "search: grid search of 3 trials (50% of the original 6) over sgd_logistic, warm-started" in out
     assert "register: clf v2 registered as challenger" in out
     assert "compare: v1 vs v2 on the same rows — recent: accuracy" in out

@@ -46,8 +46,10 @@ class Base:
 
         return scoring_engine(f"sqlite:///{self.root / name}")
 
-    def log(self, engine, X: np.ndarray, labels: np.ndarray | None, at: datetime, version: str = "1") -> None:
-        """Requests of 8 rows as the server logs them (and their labels, as feedback does)."""
+    def log(self, engine, X: np.ndarray, labels: np.ndarray | None, at: datetime, version: str = "1",
+            json_only: bool = False) -> None:  # fmt: skip
+        """Requests of 8 rows as the server logs them (and their labels, as feedback does); ``json_only``: without
+        the float64 copy, as a dead-letter replay writes them."""
         from perftune.serve.feedback import attach_labels
         from perftune.serve.scoring import inputs_f64, insert_rows
 
@@ -58,7 +60,8 @@ class Base:
             key = uuid.uuid4().hex
             rows.append({"request_id": key, "client_id": None, "at": at + timedelta(milliseconds=i), "model": "clf",
                          "version": version, "endpoint": "invocations", "rows": len(batch),
-                         "inputs": orjson.dumps(batch.tolist()).decode(), "inputs_f64": inputs_f64(batch),
+                         "inputs": orjson.dumps(batch.tolist()).decode(),
+                         "inputs_f64": None if json_only else inputs_f64(batch),
                          "outputs": orjson.dumps(predictions.tolist()).decode(), "latency_ms": 1.0})  # fmt: skip
             if labels is not None:
                 items.append((key, labels[i : i + 8].tolist()))
@@ -132,10 +135,13 @@ def test_retraining_data_is_recency_weighted_and_keeps_the_held_out_rows_out(bas
     settings = RetrainDataSpec(recency_half_life="7d", holdout_fraction=0.25)
     got = assemble(champion, engine, settings, since=None, now=later + timedelta(seconds=1))
     registry.close()
-    assert got.recent_rows == 400 and len(got.holdout_y) == 100 and got.training_rows == 537
+    tested = int(np.sum(split_of(base, "1")[2] < 400))  # served rows of the champion's test split: never trained on
+    held = tested // 4  # a quarter of them held out (a row the champion trained on cannot judge it)
+    assert got.recent_rows == 400 and len(got.holdout_y) == held and got.training_rows == 537
+    assert got.lineage["excluded_served_rows"] == {"test_split": tested - held, "holdout": 0}
     w = got.frame[WEIGHT_COLUMN].to_numpy()
     assert np.allclose(w[:537], 0.25, rtol=1e-3) and np.all(w[537:] > 0.99)  # 14 days = two half-lives
-    assert len(got.frame) == 537 + 300
+    assert len(got.frame) == 537 + 400 - tested
     trained = {tuple(row) for row in got.frame[base.data.feature_names].to_numpy()[537:]}
     assert not trained & {tuple(row) for row in got.holdout_X}  # held-out rows are never trained on
     assert len(got.test_y) == 231  # the champion's original test split, for the comparison
@@ -161,7 +167,7 @@ def test_a_challenger_no_better_than_the_champion_is_kept_with_the_reason(base):
     assert registry.aliases("clf") == {"champion": "1", "challenger": "2"}
     entries = registry.history("clf")
     assert [e.action for e in entries][-3:] == ["retrain", "register", "keep"]
-    assert entries[-1].details["comparisons"]["recent"]["rows"] == 230
+    assert entries[-1].details["comparisons"]["recent"]["rows"] == 69  # 30 % of the 231 served rows of the test split
     detail = registry.show("clf", "2")
     assert detail.retraining["from_version"] == 1 and detail.retraining["decision"].startswith("kept: ")
     registry.close()
@@ -223,3 +229,78 @@ def test_feedback_labels_become_the_training_targets_classes():
     assert _as_target(np.array(["sport"], dtype=object), topics).tolist() == ["sport"]
     with pytest.raises(PerftuneError, match="hold fractions"):
         _as_target(np.array([1.5]), np.array([1, 2]))
+
+
+def split_of(base: Base, version: str):
+    """A version's data and its training and test positions, read again through its refit recipe (what it was
+    fitted and tested on)."""
+    from perftune.data import Locations
+    from perftune.data.split import holdout_split
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.registry.register import RefitPlan
+
+    registry = ModelRegistry(base.uri)
+    plan = RefitPlan.from_json(registry.version("clf", version).tags["perftune.refit"])
+    registry.close()
+    where = Locations.default(Path(plan.workspace), recorded_data_dir=plan.data_dir)
+    data = load_dataset(plan.dataset, seed=plan.seed, where=where)
+    return (data, *holdout_split(data, plan.evaluation.test_fraction, plan.seed))
+
+
+def as_set(X: np.ndarray) -> set[tuple]:
+    """Rows as tuples of float32 values: this test's own "same row" (a client's float32 copy included)."""
+    return {tuple(row) for row in np.asarray(X, dtype=np.float64).astype(np.float32)}
+
+
+def test_test_split_rows_sent_back_as_feedback_are_neither_trained_on_nor_graded_on(base):
+    """A user sends the champion's test rows back with their labels — through the server's float64 copy, as JSON
+    only and as a client's float32 array — among rows the champion trained on and new rows served twice: no test
+    row enters the retraining table, the lineage and the printed step count them, and champion and challenger
+    are compared only on rows neither of them trained on."""
+    from collections import Counter
+
+    from perftune.data.store import DataStore
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.retrain.data import assemble
+
+    data, train, test = split_of(base, "1")
+    X, y = data.X, data.y
+    engine, now = base.engine("leak.db"), datetime.now(timezone.utc)
+    base.log(engine, X[test[:80]], y[test[:80]], now)
+    base.log(engine, X[test[80:160]], y[test[80:160]], now, json_only=True)
+    base.log(engine, X[test[160:]].astype(np.float32).astype(np.float64), y[test[160:]], now)
+    base.log(engine, X[train[:200]], y[train[:200]], now)
+    fresh = X[train[200:260]] + np.r_[0.5, np.zeros(X.shape[1] - 1)]  # rows of no split, each served twice
+    base.log(engine, fresh, y[train[200:260]], now)
+    base.log(engine, fresh, y[train[200:260]], now)
+    loop = retrainer(base, "leak.db")
+    try:
+        outcome = loop.run(force=True)
+    finally:
+        loop.close()
+    steps = {s.what: s for s in outcome.steps}
+    assert outcome.challenger is not None and "compare" in steps, outcome.steps
+    _, path = DataStore(base.root / "ws").resolve(steps["data"].details["version"])
+    table = pd.read_parquet(path)[data.feature_names].to_numpy()
+    assert not as_set(table) & as_set(X[test])  # no test row, however it came back, was trained on
+
+    registry = ModelRegistry(base.uri)
+    got = assemble(registry.resolve("clf@champion"), engine, RetrainDataSpec(), since=None)  # what the loop built
+    registry.close()
+    excluded = steps["data"].details["excluded_served_rows"]
+    assert got.lineage["excluded_served_rows"] == excluded and got.recent_rows == 551
+    held_test = len(as_set(got.holdout_X) & as_set(X[test]))
+    copies_held = Counter(tuple(r) for r in np.asarray(got.holdout_X).astype(np.float32) if tuple(r) in as_set(fresh))
+    assert excluded == {"test_split": 231 - held_test, "holdout": sum(n == 1 for n in copies_held.values())}
+    assert excluded["test_split"] > 100 and excluded["holdout"] > 0
+    assert f"dropped {excluded['test_split']} served rows that are in the test split" in steps["data"].message
+    assert len(table) == len(train) + 551 - len(got.holdout_y) - excluded["test_split"] - excluded["holdout"]
+
+    challenger_data, challenger_train, _ = split_of(base, outcome.challenger)
+    trained = as_set(X[train]) | as_set(challenger_data.X[challenger_train]) | as_set(table)
+    compared = steps["compare"].details["comparisons"]
+    for where, rows, labels, left_out in got.comparison_sets():
+        assert not as_set(rows) & trained, where  # neither version trained on a row they are compared on
+        assert compared[where]["rows"] == len(labels) and compared[where]["left_out"] == left_out
+    assert compared["recent"]["rows"] == len(got.holdout_y) == 105  # 30 % of the 351 rows no version trained on
+    assert compared["test split"]["rows"] + compared["test split"]["left_out"] == 231

@@ -1,7 +1,8 @@
 """Champion vs challenger on the same rows: better by the margin, beyond noise, and within every budget.
 
 Both versions predict the same labelled rows (a held-out slice of recent scoring data, and the original test
-split). The challenger is promoted only when all of these hold:
+split), only rows neither of them trained on (:meth:`perftune.retrain.data.RetrainData.comparison_sets`). The
+challenger is promoted only when all of these hold:
 
 * **better by the margin** on the primary objective: accuracy higher by at least ``margin`` (absolute), or
   RMSE lower by at least ``margin`` × the champion's (relative);
@@ -43,6 +44,7 @@ class Comparison:
     test: str
     p_value: float
     alpha: float
+    left_out: int = 0  # rows of the set left out because a version trained on them (see RetrainData)
 
     @property
     def better_by_margin(self) -> bool:
@@ -74,8 +76,10 @@ def compare(
     margin: float,
     alpha: float = 0.05,
     seed: int = 0,
+    left_out: int = 0,
 ) -> Comparison:
-    """Compare the two versions' predictions of the same labelled rows ``y``."""
+    """Compare the two versions' predictions of the same labelled rows ``y`` (rows neither trained on; ``left_out``
+    says how many of the set were left out for that, and is kept with the comparison)."""
     from scipy import stats
 
     y, champion, challenger = (np.asarray(a) for a in (y, champion, challenger))
@@ -88,7 +92,7 @@ def compare(
         p = stats.binomtest(only_b, discordant, 0.5, alternative="greater").pvalue if discordant else 1.0
         acc_a, acc_b = float(right_a.mean()), float(right_b.mean())
         return Comparison(
-            "accuracy", n, acc_a, acc_b, acc_b - acc_a, margin, "McNemar exact (one-sided)", float(p), alpha
+            "accuracy", n, acc_a, acc_b, acc_b - acc_a, margin, "McNemar exact (one-sided)", float(p), alpha, left_out
         )
     err_a = (champion.astype(float) - y) ** 2
     err_b = (challenger.astype(float) - y) ** 2
@@ -98,9 +102,8 @@ def compare(
     resampled = stats.bootstrap((gain,), np.mean, n_resamples=2000, method="percentile", random_state=rng,
                                 vectorized=True, batch=200).bootstrap_distribution  # fmt: skip
     p = float((np.sum(resampled <= 0) + 1) / (resampled.size + 1))  # one-sided: P(no improvement)
-    return Comparison(
-        "rmse", n, rmse_a, rmse_b, rmse_a - rmse_b, margin * rmse_a, "paired bootstrap (one-sided)", p, alpha
-    )
+    return Comparison("rmse", n, rmse_a, rmse_b, rmse_a - rmse_b, margin * rmse_a, "paired bootstrap (one-sided)",
+                      p, alpha, left_out)  # fmt: skip
 
 
 def broken_constraints(metrics: dict[str, float], constraints: Iterable[ConstraintSpec]) -> list[str]:

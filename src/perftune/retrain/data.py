@@ -7,6 +7,14 @@
 * **Training rows** are the champion's own training split (``include_training``), read again through its refit
   recipe — for a version that was itself retrained that is its retraining data, so the chain goes on. Its
   test split stays out too: the comparison uses it.
+* **Rows compared on are never trained on**, judged by content (the input as the model takes it: features, text
+  or pixels, normalised as :mod:`.content` says; not the label, not the request): a served row that repeats a row
+  of the champion's test split or of the recent holdout is left out of the training part, counted in the lineage
+  (``excluded_served_rows``) and in :meth:`RetrainData.describe` ("dropped 113 served rows that are in the test
+  split"); a served row the champion trained on is never held out. Otherwise a user who sends test articles back
+  with their labels (the obvious way to check a model) trains the challenger on the rows it is then graded on.
+  :meth:`RetrainData.comparison_sets` checks the compared rows once more against both versions' training parts
+  and leaves out, and counts, what either trained on (e.g. a test row the champion's own data repeats).
 * **Recency weights**: a row's weight halves every ``recency_half_life`` of age, counted back from the newest
   row (a scoring row's age from its request time; a training row's from when its table was built, on top of
   the weight it already had). Training
@@ -36,6 +44,7 @@ import pandas as pd
 from perftune.data.unstructured import IMAGE_COLUMN, LABEL_COLUMN, SPLIT_COLUMN, TEXT_COLUMN, assign_split
 from perftune.errors import PerftuneError
 from perftune.measure.ml import class_key
+from perftune.retrain.content import Keys, row_keys
 from perftune.spec import RetrainDataSpec, parse_window
 
 WEIGHT_COLUMN = "perftune_weight"
@@ -63,6 +72,9 @@ class RetrainData:
     kind: str = "table"  # or "text" / "images": raw rows a features step turns into features
     meta: dict[str, Any] = field(default_factory=dict)  # the text/images version's facts (classes, image size)
     transform: Any = None  # the champion's TransformSpec (None: the kind's default), kept by the retraining study
+    # served rows left out of training because they repeat a row compared on: {"test_split": n, "holdout": n}
+    excluded: dict[str, int] = field(default_factory=dict)
+    trained: Keys = field(default_factory=Keys, repr=False)  # rows either version trained on (content keys)
 
     @property
     def reference(self) -> str:
@@ -75,10 +87,28 @@ class RetrainData:
             f"{len(self.holdout_y)} of the newest held out for the comparison" if len(self.holdout_y)
             else "none held out: too few recent rows to compare on"
         )  # fmt: skip
+        dropped = [
+            f"dropped {n} served rows that are in {what}"
+            for n, what in ((self.excluded.get("test_split", 0), "the test split"),
+                            (self.excluded.get("holdout", 0), "the held-out rows"))
+            if n
+        ]  # fmt: skip
         return (
             f"{self.training_rows} training rows of the champion + {self.recent_rows} labelled scoring rows "
-            f"({held}); weights {w.min():.3g}–{w.max():.3g}"
+            f"({held}); " + "".join(f"{d}; " for d in dropped) + f"weights {w.min():.3g}–{w.max():.3g}"
         )
+
+    def comparison_sets(self) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
+        """The rows to compare champion and challenger on: ``(where, X, y, left_out)`` for the recent holdout and
+        the champion's test split, each without the rows either version trained on (by content: the champion's
+        training split, the retraining table's rows), ``left_out`` of them. Served rows that repeat these rows
+        never enter the table, so what is left out here is data the champion itself trained on (a test row
+        repeated in its training split)."""
+        sets = []
+        for where, X, y in (("recent", self.holdout_X, self.holdout_y), ("test split", self.test_X, self.test_y)):
+            unseen = ~self.trained.contains(row_keys(X, self.kind))
+            sets.append((where, X[unseen], y[unseen], int((~unseen).sum())))
+        return sets
 
 
 def _decay(age_s: np.ndarray | float, half_life_s: float | None) -> np.ndarray | float:
@@ -130,8 +160,14 @@ def assemble(
             f"the scoring log holds rows of {recent_X.shape[1]} columns for {champion.name} v{number}, whose "
             f"training data has {rows.shape[1]}"
         )
-    held_out = _holdout(recent_at, settings.holdout_fraction, half_life, seed)
-    fit = ~held_out
+    # by content (the input, not the label or the request): what each served row repeats
+    recent_keys = row_keys(recent_X, kind)
+    champion_trained = Keys.of(rows[train], kind)
+    held_out = _holdout(recent_at, settings.holdout_fraction, half_life, seed, ~champion_trained.contains(recent_keys))
+    in_test = Keys.of(rows[test], kind).contains(recent_keys) & ~held_out
+    repeats_holdout = Keys(k for k, held in zip(recent_keys, held_out, strict=True) if held).contains(recent_keys)
+    repeats_holdout &= ~held_out & ~in_test
+    fit = ~held_out & ~in_test & ~repeats_holdout
     fit_X, fit_y, fit_at = recent_X[fit], recent_y[fit], recent_at[fit]
     # ages from the newest row (weights are relative: the newest row weighs 1), floored so none is exactly 0
     newest = float(recent_at.max()) if len(recent_at) else now.timestamp()
@@ -170,6 +206,7 @@ def assemble(
         frame[SPLIT_COLUMN] = assign_split(frame[LABEL_COLUMN].astype(str), len(test) / dataset.n_rows, seed)
     frame[WEIGHT_COLUMN] = weights
     training_rows = len(train) if settings.include_training else 0
+    excluded = {"test_split": int(in_test.sum()), "holdout": int(repeats_holdout.sum())}
     window = {
         "model": champion.name, "version": number,
         "start": bounds.start.isoformat() if bounds.start else None,
@@ -181,6 +218,7 @@ def assemble(
         "training_data": {"dataset": plan.dataset.name, "fingerprint": dataset.fingerprint, "rows": training_rows},
         "scoring_window": window,
         "holdout_rows": int(held_out.sum()),
+        "excluded_served_rows": excluded,
         "recency_half_life": settings.recency_half_life,
     }
     return RetrainData(
@@ -188,20 +226,24 @@ def assemble(
         training_rows=training_rows, recent_rows=len(recent_y), window=window,
         holdout_X=recent_X[held_out], holdout_y=_as_target(recent_y[held_out], dataset.y),
         test_X=rows[test], test_y=dataset.y[test], lineage=lineage, kind=kind, meta=meta,
-        transform=plan.dataset.transform,
+        transform=plan.dataset.transform, excluded=excluded,
+        trained=champion_trained | Keys(k for k, used in zip(recent_keys, fit, strict=True) if used),
     )  # fmt: skip
 
 
-def _holdout(at: np.ndarray, fraction: float, half_life_s: float | None, seed: int) -> np.ndarray:
+def _holdout(at: np.ndarray, fraction: float, half_life_s: float | None, seed: int,
+             eligible: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Mask of the recent rows held out for the comparison (never trained on): a seeded random ``fraction`` of
     the rows within one half-life of the newest — the world as it is now, so a concept change is judged on rows
-    after it while training still sees most of them; older rows all go to training. Fewer than
-    :data:`MIN_HOLDOUT_ROWS` held-out rows hold nothing out (the original test split decides then)."""
+    after it while training still sees most of them; older rows all go to training. Only ``eligible`` rows (the
+    caller's: those the champion did not train on) are held out. Fewer than :data:`MIN_HOLDOUT_ROWS` held-out
+    rows hold nothing out (the original test split decides then)."""
     n = len(at)
     held = np.zeros(n, dtype=bool)
     if not n:
         return held
-    candidates = np.flatnonzero(at >= at.max() - half_life_s) if half_life_s is not None else np.arange(n)
+    recent = at >= at.max() - half_life_s if half_life_s is not None else np.ones(n, dtype=bool)
+    candidates = np.flatnonzero(recent & (eligible if eligible is not None else True))
     chosen = np.random.default_rng(seed).permutation(candidates)[: math.floor(fraction * len(candidates))]
     if len(chosen) < MIN_HOLDOUT_ROWS:
         return held

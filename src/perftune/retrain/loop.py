@@ -10,8 +10,9 @@
    early stopping (:mod:`.warmstart`), logged to the same MLflow store.
 4. **Challenger** — its best feasible trial is registered (refit, held-out test, gate) as the ``challenger``.
 5. **Comparison** — both versions predict the same rows: the held-out slice of recent labelled data and the
-   champion's original test split; system metrics side by side (:mod:`.evaluate`); the decision
-   (:mod:`.compare`) uses the recent slice when it has one, the test split otherwise.
+   champion's original test split, without any row either version trained on; system metrics side by side
+   (:mod:`.evaluate`); the decision (:mod:`.compare`) uses the recent slice when it has one, the test split
+   otherwise.
 6. **Promote or keep** — through the registry's locked, audited moves. Every step is an audit row with its
    numbers, and the challenger's lineage tags tell the story (``perftune models show``).
 
@@ -282,11 +283,11 @@ class Retrainer:
         columns = assembled.feature_names
         promote = spec.retrain.promote
         comparisons = {}
-        for where, X, y in (("recent", assembled.holdout_X, assembled.holdout_y),
-                            ("test split", assembled.test_X, assembled.test_y)):  # fmt: skip
+        for where, X, y, left_out in assembled.comparison_sets():  # only rows neither version trained on
             if len(y) >= retrain_data.MIN_HOLDOUT_ROWS:  # fewer rows cannot tell two versions apart
                 comparisons[where] = compare(y, evaluate.predict(a, X, columns), evaluate.predict(b, X, columns),
-                                             assembled.task, promote.margin, promote.alpha, seed=spec.seed)  # fmt: skip
+                                             assembled.task, promote.margin, promote.alpha, seed=spec.seed,
+                                             left_out=left_out)  # fmt: skip
         if not comparisons:
             reason = (f"fewer than {retrain_data.MIN_HOLDOUT_ROWS} labelled rows to compare v{number} and "
                       f"v{challenger} on")  # fmt: skip
@@ -338,8 +339,9 @@ class Retrainer:
 
 
 def _describe(c: Any) -> str:
+    left_out = f"; {c.left_out} rows a version trained on left out" if c.left_out else ""
     return (f"{c.metric} {c.champion:.4g} → {c.challenger:.4g} on {c.rows} rows "
-            f"({c.test} p = {c.p_value:.3g})")  # fmt: skip
+            f"({c.test} p = {c.p_value:.3g}{left_out})")  # fmt: skip
 
 
 def _recorded_workspace(champion: Any) -> str:
