@@ -4,9 +4,10 @@ Gauges (labels ``model``, ``version``): ``perftune_drift_share``, ``perftune_dat
 ``perftune_drift_score{column}`` and ``perftune_column_drifted{column}``, ``perftune_performance{kind,metric}``
 (estimated / realized accuracy or RMSE), ``perftune_anomaly{series}`` (0/1), ``perftune_error_rate`` (the
 model's server-side failures) and ``perftune_client_error_rate`` (refusals, aborts, other models' requests) when
-the check has a ``--server``, ``perftune_monitor_healthy`` (0/1), ``perftune_monitor_last_check_timestamp_seconds``; counters ``perftune_monitor_checks_total`` and
-``perftune_monitor_check_errors_total``. A check that fails (the database is down, say), or whose output
-cannot be written, is counted, logged with its reason and retried at the next interval: the loop never dies.
+the check has a ``--server``, ``perftune_monitor_healthy`` (0/1), ``perftune_monitor_last_check_timestamp_seconds``;
+counters ``perftune_monitor_checks_total`` and ``perftune_monitor_check_errors_total``. A check that fails (the
+database is down, say), or whose output cannot be written, is counted, logged with its reason and retried at the
+next interval: the loop never dies.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Gauges:
         self.error_rate = Gauge(
             "perftune_error_rate", "The model's server-side failures (5xx) over the requests it answered.", base,
             registry=r,
-        )
+        )  # fmt: skip
         self.client_error_rate = Gauge(
             "perftune_client_error_rate", "Client errors (4xx, 499 aborts, other models' URLs) over all requests; "
             "never judged against the model.", base, registry=r,

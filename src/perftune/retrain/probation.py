@@ -46,7 +46,9 @@ def degradations(check: Any, policy: ProbationSpec, previous_latency_p95: float 
             )
     rate = check.system.error_rate
     if rate is not None and rate > policy.max_error_rate:
-        found.append(f"error rate {rate:.2%} (server-side failures) is above max_error_rate {policy.max_error_rate:.2%}")
+        found.append(
+            f"error rate {rate:.2%} (server-side failures) is above max_error_rate {policy.max_error_rate:.2%}"
+        )
     p95 = check.system.latency_ms_p95
     if p95 is not None and previous_latency_p95 and p95 > previous_latency_p95 * (1 + policy.max_latency_increase):
         found.append(
