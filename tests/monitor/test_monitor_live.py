@@ -111,19 +111,24 @@ def test_performance_is_estimated_and_realized_side_by_side_with_the_test_split(
 
 
 def test_service_metrics_come_from_the_scoring_log_and_the_servers_counters(served):
-    _, drifted, *_ = served
+    _, drifted, page, *_ = served
     system = json.loads(drifted.stdout)["system"]
     assert system["requests"] == 96 and system["rows"] == 768
     assert 0 < system["latency_ms_p50"] <= system["latency_ms_p95"]
-    assert 0 < system["error_rate"] < 0.01  # one 422 among ~193 inference requests since the server started
+    # one 422 among the 193 inference requests since the server started: the client's error, not the model's
+    assert system["error_rate"] == 0.0 and system["client_error_rate"] == pytest.approx(1 / 193)
+    assert "<th>error rate (server-side failures)</th>" in page.read_text()
+    assert "<th>client error rate (refused, aborted, other models; never judged)</th>" in page.read_text()
 
 
 def test_the_page_renders_in_chromium_with_every_image_and_no_errors(served, render_page, tmp_path):
     _, _, page, names, _ = served
-    seen = render_page(page, SECTIONS, texts=("#drift table",))
+    seen = render_page(page, SECTIONS, texts=("#drift table", "#service table"))
     assert seen.present == SECTIONS
     assert len(seen.images) >= 2 and all(complete and width > 0 for _, complete, width in seen.images), seen.images
     assert seen.errors == []
     assert names[SHIFTED[0]] in seen.texts["#drift table"] and "drift" in seen.texts["#drift table"]
+    assert "error rate (server-side failures)" in seen.texts["#service table"]
+    assert "client error rate" in seen.texts["#service table"]
     html = page.read_text()
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html

@@ -150,3 +150,33 @@ def test_labels_from_feedback_give_realized_accuracy_and_the_familys_loss(regist
     assert accuracy.value == pytest.approx(float(np.mean(served.predict(frame) == data.y)))
     assert loss.value == pytest.approx(log_loss(data.y, served.predict_proba(frame)), rel=1e-9)
     assert loss.low <= loss.value <= loss.high and loss.test_value == checker.profile.test_metrics["test_loss"]
+
+
+def test_a_check_stored_before_the_client_error_rate_existed_still_loads_and_draws(registered, traffic, tmp_path):
+    from perftune.monitor.html import write_page
+    from perftune.monitor.store import checks_table, recent_checks
+
+    uri = f"sqlite:///{tmp_path / 'scoring.db'}"
+    X, predictions = traffic
+    fill(uri, X, predictions)
+    checker = Monitor("diabetes-clf/1", registered.uri, uri)
+    engine = scoring_engine(uri)
+    try:
+        old = checker.check("200", now=START + timedelta(hours=1))
+        document = old.to_dict()
+        del document["system"]["client_error_rate"]  # as the check was stored before the field existed
+        with engine.begin() as conn:
+            conn.execute(
+                checks_table.update()
+                .where(checks_table.c.check_id == old.check_id)
+                .values(result=orjson.dumps(document).decode())
+            )
+        new = checker.check("200", now=START + timedelta(hours=1, minutes=1))
+        page = write_page(checker, new, tmp_path / "monitor.html")
+        stored = recent_checks(engine, "diabetes-clf", "1")
+    finally:
+        engine.dispose()
+        checker.close()
+    assert [r["check_id"] for r in stored] == [old.check_id, new.check_id]
+    assert "client_error_rate" not in stored[0]["system"] and stored[1]["system"]["client_error_rate"] is None
+    assert "client error rate" in page.read_text()

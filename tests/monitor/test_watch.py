@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import datetime, timezone
 
 import numpy as np
 import orjson
 from prometheus_client import generate_latest
+from rich.console import Console
 
 from perftune.data import load_dataset
 from perftune.monitor.check import Monitor
+from perftune.monitor.render import print_check, summary_line
 from perftune.monitor.watch import Gauges, watch
 from perftune.serve.scoring import insert_rows, scoring_engine
 from perftune.spec import DatasetSpec
@@ -93,3 +96,31 @@ def test_a_failing_output_does_not_end_the_watch_and_a_busy_metrics_port_is_one_
         port = busy.getsockname()[1]
         with pytest.raises(PerftuneError, match=rf"--metrics-port {port}: .*; choose another port"):
             watch(fake, 0.0, None, show, metrics_port=port, stop=lambda: True)
+
+
+def test_the_gauges_carry_the_models_error_rate_and_the_client_error_rate_of_a_real_server(registered, live, tmp_path):
+    import httpx
+
+    row = [[6, 148, 72, 35, 0, 33.6, 0.627, 50]]
+    with live.server(registered, "diabetes-clf/1", "--no-scoring-log") as (_, url):
+        for _ in range(8):
+            assert httpx.post(f"{url}/invocations", json={"instances": row}, timeout=30).status_code == 200
+        assert httpx.post(f"{url}/invocations", content=b"{not json", timeout=30).status_code == 400
+        other = httpx.post(f"{url}/v2/models/someone-else/infer", json={"inputs": []}, timeout=30)
+        assert other.status_code == 404
+        checker = Monitor("diabetes-clf/1", registered.uri, f"sqlite:///{tmp_path / 'scoring.db'}", server_url=url)
+        try:
+            result = checker.check("500", save=False)
+        finally:
+            checker.close()
+    gauges = Gauges()
+    gauges.update(result)
+    text = generate_latest(gauges.registry).decode()
+    labels = 'model="diabetes-clf",version="1"'
+    assert result.system.error_rate == 0.0 and result.system.client_error_rate == 0.2  # 2 of 10: refused, misdirected
+    assert f"perftune_error_rate{{{labels}}} 0.0" in text and f"perftune_client_error_rate{{{labels}}} 0.2" in text
+    console = Console(file=io.StringIO(), width=300)
+    print_check(console, result)
+    said = console.file.getvalue()
+    assert "error rate 0.00% (server-side failures) · client error rate 20.00%" in said
+    assert "client error rate 20.00%" in summary_line(result)

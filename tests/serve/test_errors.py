@@ -77,3 +77,50 @@ def test_every_inference_answer_is_counted_by_its_status_the_auth_refusal_and_a_
     assert secured.post("/invocations", json={"instances": ROWS}, headers=AUTH).status_code == 500
     after = counts()
     assert {code: after[code] - before.get(code, 0) for code in after} == {"401": 1, "200": 1, "500": 1}
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [(200, "answered"), (401, "client_error"), (403, "client_error"), (404, "client_error"), (413, "client_error"),
+     (422, "client_error"), (499, "client_error"), ("500", "server_error"), (503, "server_error")],
+)  # fmt: skip
+def test_each_status_is_the_models_answer_a_server_side_failure_or_the_clients_error(code, outcome):
+    from perftune.serve.metrics import Outcome
+
+    assert Outcome.of(code).value == outcome
+
+
+def test_an_upload_the_client_abandons_is_counted_as_499_and_logged_in_one_info_line(registered, caplog):
+    """An ASGI exchange as uvicorn drives it: 5 of the 1000 bytes the request declares, then the disconnect."""
+    messages = [
+        {"type": "http.request", "body": b'{"ins', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/invocations", "raw_path": b"/invocations", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", b"1000")],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
+    }  # fmt: skip
+    with TestClient(create_app(registered.settings())) as client:
+        before = client.get("/metrics").text
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="perftune.serve"):
+            client.portal.call(client.app, scope, receive, send)
+        after = client.get("/metrics").text
+    aborted = 'perftune_requests_total{code="499",endpoint="invocations",model="diabetes-clf",version="1"} 1.0'
+    assert aborted not in before and aborted in after
+    assert 'code="500"' not in after
+    (record,) = [r for r in caplog.records if r.name == "perftune.serve"]
+    assert record.levelno == logging.INFO and record.exc_info is None and "\n" not in record.getMessage()
+    assert record.getMessage() == (
+        "the client closed the connection after 5 of 1000 bytes of its body; not answered, counted as 499"
+    )

@@ -8,13 +8,16 @@
    version's profile has a CBPE calibration, the model's probabilities are computed chunk by chunk too;
 3. drift (:mod:`~perftune.monitor.drift`), performance with labels from feedback and estimated
    (:mod:`~perftune.monitor.performance`), system metrics of the service (latency p50/p95 and request rate
-   from the scoring log; error rate from the server's ``/metrics`` when ``server_url`` is given);
+   from the scoring log; from the server's ``/metrics`` when ``server_url`` is given, the model's error rate —
+   server-side failures only — and, apart, the client error rate: see :mod:`~perftune.monitor.scrape`);
 4. every series against its adaptive baseline (:mod:`~perftune.monitor.baseline`);
 5. the check and its series points are stored beside the scoring log (:mod:`~perftune.monitor.store`).
 
 A check is **healthy** when it has no finding; findings are dataset drift, drifted columns, prediction drift,
 data-quality issues, degraded performance, a broken budget (e.g. ``latency_ms_p95 <= 50`` in the spec) and
-series that departed from their baseline.
+series that departed from their baseline. The client error rate is reported and stored with the check but is
+neither a budget nor a baselined series: what clients do (a wrong token, an aborted upload) never makes a finding,
+a retraining trigger or a rollback.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from perftune.errors import PerftuneError, UsageError
 from perftune.monitor import baseline, performance
 from perftune.monitor.drift import DriftReport, check_drift
 from perftune.monitor.profile import ReferenceProfile, WindowSummary
+from perftune.monitor.scrape import RequestCounts
 from perftune.spec import MonitorSpec, parse_window
 from perftune.track.uri import mlflow_store
 
@@ -44,10 +48,12 @@ class SystemMetrics:
     latency_ms_p95: float | None
     requests_per_s: float | None
     rows_per_s: float | None
-    error_rate: float | None  # None: no server to ask
+    error_rate: float | None  # the model's: server-side failures (5xx) of the requests it answered; None: no server
     registered_latency_ms_p95: float | None  # the model alone, measured at registration
     budgets: dict[str, float] = field(default_factory=dict)
     broken: list[str] = field(default_factory=list)
+    # the clients' refusals (4xx), aborts (499) and requests for other models; None: no server (or an older check)
+    client_error_rate: float | None = None
 
 
 @dataclass
@@ -112,7 +118,7 @@ class Monitor:
         self.settings = settings
         self._model: Any = None
         self.last_summary: WindowSummary | None = None  # the last check's window, for the HTML page
-        self._last_counts: tuple[float, float] | None = None
+        self._last_counts: RequestCounts | None = None
 
     def follow(self) -> bool:
         """For ``NAME@ALIAS``: watch the version the alias points at now; True when that changed it."""
@@ -245,7 +251,8 @@ class Monitor:
     def _system(self, bounds, latency_ms: np.ndarray) -> SystemMetrics:
         seconds = bounds.seconds
         p50, p95 = (float(np.percentile(latency_ms, q)) for q in (50, 95)) if latency_ms.size else (None, None)
-        error_rate = self._error_rate() if self.server_url else None
+        counts = self._request_counts() if self.server_url else RequestCounts()
+        error_rate = counts.error_rate
         budgets = dict(self.profile.budgets)
         observed = {"latency_ms_p50": p50, "latency_ms_p95": p95, "error_rate": error_rate}
         broken = [
@@ -256,19 +263,17 @@ class Monitor:
         return SystemMetrics(
             bounds.requests, bounds.rows, seconds, p50, p95,
             bounds.requests / seconds if seconds > 0 else None, bounds.rows / seconds if seconds > 0 else None,
-            error_rate, self.profile.latency_ms_p95, budgets, broken,
+            error_rate, self.profile.latency_ms_p95, budgets, broken, counts.client_error_rate,
         )  # fmt: skip
 
-    def _error_rate(self) -> float | None:
-        """Share of non-2xx inference responses of this version since the previous check (the server's
+    def _request_counts(self) -> RequestCounts:
+        """This version's inference requests by outcome since the previous check (the server's
         ``perftune_requests_total``; cumulative since the server started on the first check)."""
         from perftune.monitor.scrape import request_counts
 
-        total, errors = request_counts(self.server_url, self.name, self.number)  # type: ignore[arg-type]
-        previous, self._last_counts = self._last_counts, (total, errors)
-        if previous is not None and total >= previous[0]:
-            total, errors = total - previous[0], errors - previous[1]
-        return errors / total if total else None
+        counts = request_counts(self.server_url, self.name, self.number)  # type: ignore[arg-type]
+        previous, self._last_counts = self._last_counts, counts
+        return counts.since(previous)
 
     def _series(self, drift: DriftReport, perf, system: SystemMetrics) -> dict[str, float]:
         series: dict[str, float] = {}

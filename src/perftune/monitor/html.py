@@ -2,8 +2,10 @@
 
 Sections: summary (verdict and findings), drift (a table per column; reference vs window distribution of
 each column, drifted first), performance (estimated and realized beside the test split), service (latency,
-request rate, error rate against budgets), history (every stored series over time with its adaptive
-baseline band, median ± k·scale, and the points that left it in red). PNGs are inline; nothing is fetched.
+request rate, the model's error rate against budgets, and the client error rate beside it), history (every
+stored series over time with its adaptive baseline band, median ± k·scale, and the points that left it in red;
+the client error rate, which has no baseline, as a plain line — checks stored before it existed have none).
+PNGs are inline; nothing is fetched.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from perftune.report.page import CSS, img, png, table
 
 MAX_COLUMNS = 24
 HISTORY_SERIES = ("drift.share", "estimated.accuracy", "realized.accuracy", "realized.rmse", "latency_ms_p95",
-                  "requests_per_s", "error_rate")  # fmt: skip
+                  "requests_per_s", "error_rate", "client_error_rate")  # fmt: skip
+UNBASELINED = ("client_error_rate",)  # read from each stored check's system section: never judged, so no band
 
 
 def _distributions(summaries: list[ColumnSummary], drifted: set[str]) -> bytes:
@@ -72,6 +75,10 @@ def _history(results: list[dict[str, Any]]) -> bytes | None:
                 series.setdefault(verdict["series"], []).append(
                     (at, verdict["value"], verdict["median"], verdict["scale"], verdict["flagged"])
                 )
+        for name in UNBASELINED:
+            value = result.get("system", {}).get(name)  # None in checks stored before the series existed
+            if value is not None:
+                series.setdefault(name, []).append((at, value, None, None, False))
     if not series:
         return None
     names = [n for n in HISTORY_SERIES if n in series]
@@ -138,11 +145,12 @@ def write_page(monitor: Monitor, result: CheckResult, path: Path) -> Path:
     )  # fmt: skip
     s = result.system
     service = table(
-        ["latency p50 ms", "latency p95 ms", "model alone p95 ms (registration)", "requests/s", "error rate",
+        ["latency p50 ms", "latency p95 ms", "model alone p95 ms (registration)", "requests/s",
+         "error rate (server-side failures)", "client error rate (refused, aborted, other models; never judged)",
          "budgets", "broken"],
         [[_dash(s.latency_ms_p50), _dash(s.latency_ms_p95), _dash(s.registered_latency_ms_p95),
-          _dash(s.requests_per_s), _dash(s.error_rate), ", ".join(f"{k} <= {v:g}" for k, v in s.budgets.items()),
-          "; ".join(s.broken)]],
+          _dash(s.requests_per_s), _dash(s.error_rate), _dash(s.client_error_rate),
+          ", ".join(f"{k} <= {v:g}" for k, v in s.budgets.items()), "; ".join(s.broken)]],
     )  # fmt: skip
     history_results = recent_checks(monitor.engine, result.model, result.version)
     for past in history_results:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from perftune.monitor.check import CheckResult
+from perftune.monitor.check import CheckResult, SystemMetrics
 
 
 def _num(value: float | None, spec: str = ".4g") -> str:
@@ -60,7 +60,7 @@ def print_check(console: Console, result: CheckResult) -> None:
     console.print(
         f"service: latency p50 {_num(s.latency_ms_p50)} ms, p95 {_num(s.latency_ms_p95)} ms "
         f"(model alone at registration: {_num(s.registered_latency_ms_p95)} ms) · {_num(s.requests_per_s)} req/s · "
-        f"error rate {_num(s.error_rate, '.2%') if s.error_rate is not None else '– (no --server)'}",
+        + error_rates(s),
         highlight=False,
     )
     flagged = [v for v in result.baselines if v.flagged]
@@ -77,9 +77,20 @@ def print_check(console: Console, result: CheckResult) -> None:
             console.print(f"  • {escape(finding)}", highlight=False)
 
 
+def error_rates(system: SystemMetrics) -> str:
+    """Both rates in one phrase: the model's (what probation judges) and the clients' (reported apart)."""
+    if system.error_rate is None and system.client_error_rate is None:
+        return "error rate – (no --server)"
+    return (
+        f"error rate {_num(system.error_rate, '.2%')} (server-side failures) · client error rate "
+        f"{_num(system.client_error_rate, '.2%')} (refused, aborted or for another model; never judged)"
+    )
+
+
 def summary_line(result: CheckResult) -> str:
     state = "healthy" if result.healthy else f"{len(result.findings)} findings"
-    return f"{result.at} {result.model} v{result.version}: {result.window['rows']} rows, {state}"
+    rates = f", {error_rates(result.system)}" if result.system.error_rate is not None else ""
+    return f"{result.at} {result.model} v{result.version}: {result.window['rows']} rows, {state}{rates}"
 
 
 def as_gauges(result: CheckResult) -> dict[str, Any]:
@@ -91,5 +102,6 @@ def as_gauges(result: CheckResult) -> dict[str, Any]:
     out["columns"] = {c.column: (c.score, float(c.drifted)) for c in result.drift.columns}
     out["performance"] = {(p.kind, p.metric): p.value for p in result.performance if p.value is not None}
     out["anomalies"] = {v.series: float(v.flagged) for v in result.baselines}
+    out["error_rates"] = {"model": result.system.error_rate, "client": result.system.client_error_rate}
     out["healthy"] = float(result.healthy)
     return out

@@ -2,10 +2,12 @@
 
 Gauges (labels ``model``, ``version``): ``perftune_drift_share``, ``perftune_dataset_drift`` (0/1),
 ``perftune_drift_score{column}`` and ``perftune_column_drifted{column}``, ``perftune_performance{kind,metric}``
-(estimated / realized accuracy or RMSE), ``perftune_anomaly{series}`` (0/1), ``perftune_monitor_healthy``
-(0/1), ``perftune_monitor_last_check_timestamp_seconds``; counters ``perftune_monitor_checks_total`` and
-``perftune_monitor_check_errors_total``. A check that fails (the database is down, say), or whose output
-cannot be written, is counted, logged with its reason and retried at the next interval: the loop never dies.
+(estimated / realized accuracy or RMSE), ``perftune_anomaly{series}`` (0/1), ``perftune_error_rate`` (the
+model's server-side failures) and ``perftune_client_error_rate`` (refusals, aborts, other models' requests) when
+the check has a ``--server``, ``perftune_monitor_healthy`` (0/1), ``perftune_monitor_last_check_timestamp_seconds``;
+counters ``perftune_monitor_checks_total`` and ``perftune_monitor_check_errors_total``. A check that fails (the
+database is down, say), or whose output cannot be written, is counted, logged with its reason and retried at the
+next interval: the loop never dies.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ class Gauges:
             "perftune_performance", "Estimated or realized performance.", [*base, "kind", "metric"], registry=r
         )
         self.anomaly = Gauge("perftune_anomaly", "1 when a series left its baseline.", [*base, "series"], registry=r)
+        self.error_rate = Gauge(
+            "perftune_error_rate", "The model's server-side failures (5xx) over the requests it answered.", base,
+            registry=r,
+        )  # fmt: skip
+        self.client_error_rate = Gauge(
+            "perftune_client_error_rate", "Client errors (4xx, 499 aborts, other models' URLs) over all requests; "
+            "never judged against the model.", base, registry=r,
+        )  # fmt: skip
         self.healthy = Gauge("perftune_monitor_healthy", "1 when the last check found nothing.", base, registry=r)
         self.last = Gauge("perftune_monitor_last_check_timestamp_seconds", "Time of the last check.", base, registry=r)
         self.checks = Counter("perftune_monitor_checks", "Checks run.", base, registry=r)
@@ -51,6 +61,10 @@ class Gauges:
             self.performance.labels(*labels, kind, metric).set(value)
         for series, flagged in values["anomalies"].items():
             self.anomaly.labels(*labels, series).set(flagged)
+        for gauge, rate in ((self.error_rate, values["error_rates"]["model"]),
+                            (self.client_error_rate, values["error_rates"]["client"])):  # fmt: skip
+            if rate is not None:
+                gauge.labels(*labels).set(rate)
         self.healthy.labels(*labels).set(values["healthy"])
         self.last.labels(*labels).set(time.time())
         self.checks.labels(*labels).inc()

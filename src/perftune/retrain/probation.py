@@ -7,7 +7,10 @@ Degraded means any of, on a monitor check of the champion within the window:
 
 * realized or estimated performance worse than its test split by more than ``max_drop`` (judged on the
   interval's favourable end, as the monitor judges, so noise alone does not roll back);
-* the server's error rate above ``max_error_rate`` (when the check had a server to ask);
+* the model's error rate above ``max_error_rate`` (when the check had a server to ask): its server-side failures
+  only (5xx: a failed predict, the server unable to answer). The client error rate — wrong tokens, malformed or
+  oversized bodies, aborted uploads, requests for other models — is anyone's to raise who reaches the port, so it
+  never rolls a champion back;
 * served latency p95 above the previous champion's last served p95 × (1 + ``max_latency_increase``).
 
 A champion that ends its window healthy gets a ``probation`` row in the audit log, once.
@@ -43,7 +46,9 @@ def degradations(check: Any, policy: ProbationSpec, previous_latency_p95: float 
             )
     rate = check.system.error_rate
     if rate is not None and rate > policy.max_error_rate:
-        found.append(f"error rate {rate:.2%} is above max_error_rate {policy.max_error_rate:.2%}")
+        found.append(
+            f"error rate {rate:.2%} (server-side failures) is above max_error_rate {policy.max_error_rate:.2%}"
+        )
     p95 = check.system.latency_ms_p95
     if p95 is not None and previous_latency_p95 and p95 > previous_latency_p95 * (1 + policy.max_latency_increase):
         found.append(

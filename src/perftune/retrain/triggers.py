@@ -4,7 +4,8 @@ A trigger fires on dataset drift, on realized or estimated performance worse tha
 more than ``performance_drop`` (judged on the interval's favourable end, as the monitor judges, so noise alone
 does not fire it), on a series that left its adaptive baseline (``anomaly``), or when ``schedule`` has passed
 since the champion took over. ``cooldown`` keeps a model whose retraining did not promote from being
-retrained at every check.
+retrained at every check. Nothing clients do fires one: the check's client error rate is no baselined series and
+its error rate counts the model's failures only (:mod:`perftune.monitor.scrape`).
 """
 
 from __future__ import annotations

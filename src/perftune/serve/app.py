@@ -38,6 +38,7 @@ from perftune.serve.auth import Access, BearerAuth
 from perftune.serve.dataplane import DataPlane, Endpoint, Reply
 from perftune.serve.endpoints import Endpoints, render
 from perftune.serve.errors import InternalError, RequestError
+from perftune.serve.metrics import OTHER_MODEL
 from perftune.serve.openapi import (
     FeedbackRequest,
     InferRequest,
@@ -95,15 +96,15 @@ ROUTES = (
 )  # fmt: skip
 DOCUMENTED_BODIES = tuple(dict.fromkeys(route.body for route in ROUTES if route.body))
 
-OTHER_MODEL = "(other)"  # the metrics label of requests addressed to a model this server does not serve
-
 
 class Meter:
     """``perftune_requests_total`` and ``perftune_request_duration_seconds`` around an inference route.
 
     Every answer is counted by its status, whatever produced it — the auth dependency, a refusal of the data
-    plane, the model, a bug — so a failed answer is never counted as 200. The version label is the one that
-    answered (``X-Model-Version``), or for a refusal the one served when the request came (``-``: unloaded).
+    plane, the model, a bug — so a failed answer is never counted as 200; a client that went away before its body
+    was complete is counted as 499, not as a 500 (:class:`~perftune.serve.errors.ClientAborted`). The version label
+    is the one that answered (``X-Model-Version``), or for a refusal the one served when the request came (``-``:
+    unloaded); a request for another model's URL is counted under the model :data:`OTHER_MODEL`.
     """
 
     def __init__(self, server: Server, endpoint: Endpoint) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from perftune.serve.dataplane import DataPlane, Reply, encode
-from perftune.serve.errors import RequestError
+from perftune.serve.errors import ClientAborted, RequestError
 
 __all__ = ["PROMETHEUS_TYPE", "Endpoints", "RequestBody", "render"]
 
@@ -24,7 +25,8 @@ def render(reply: Reply) -> Response:
 
 
 class RequestBody:
-    """A request's body for the data plane: streamed only when read, refused (413) past ``--max-body-mb``."""
+    """A request's body for the data plane: streamed only when read, refused (413) past ``--max-body-mb``; a
+    client that disconnects before its body is complete is :class:`~perftune.serve.errors.ClientAborted`."""
 
     def __init__(self, request: Request, limit: int) -> None:
         self.request, self.limit = request, limit
@@ -39,11 +41,14 @@ class RequestBody:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise RequestError(413, f"payload of {int(declared)} bytes is over the limit of {limit} (--max-body-mb)")
         chunks, size = [], 0
-        async for chunk in self.request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, f"payload is over the limit of {limit} bytes (--max-body-mb)")
-            chunks.append(chunk)
+        try:
+            async for chunk in self.request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(413, f"payload is over the limit of {limit} bytes (--max-body-mb)")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ClientAborted(size, declared) from None
         return b"".join(chunks)
 
 

@@ -7,6 +7,10 @@ wrong; how to fix it``, one line, never the request's data.
 
 A failure of ours, or of the model, is an :class:`InternalError`: a 500 whose message names an error id; the
 traceback goes to the server log under that id, never to the client.
+
+A client that closes the connection before its body is complete is a :class:`ClientAborted`: no answer reaches
+it, the metrics count it under 499 (a client error, see :mod:`perftune.serve.metrics`), and the log says so in
+one INFO line — it is the client's doing, not a failure to trace.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import logging
 import uuid
 
+from perftune.serve.metrics import CLIENT_ABORT
+
 log = logging.getLogger("perftune.serve")
 
-__all__ = ["InternalError", "RequestError", "Unauthorized"]
+__all__ = ["ClientAborted", "InternalError", "RequestError", "Unauthorized"]
 
 
 class RequestError(Exception):
@@ -36,6 +42,15 @@ class Unauthorized(RequestError):
 
     def __init__(self) -> None:
         super().__init__(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+class ClientAborted(RequestError):
+    """The client went away before sending the whole body: counted as 499, logged in one INFO line."""
+
+    def __init__(self, received: int, declared: str | None) -> None:
+        of = f" of {declared}" if declared is not None else ""
+        super().__init__(CLIENT_ABORT, f"the client closed the connection after {received}{of} bytes of its body")
+        log.info("%s; not answered, counted as %d", self.message, CLIENT_ABORT)
 
 
 class InternalError(RequestError):

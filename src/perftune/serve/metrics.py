@@ -1,8 +1,17 @@
-"""Prometheus metrics of the server (``perftune_`` prefix), also across ``--workers`` processes."""
+"""Prometheus metrics of the server (``perftune_`` prefix), also across ``--workers`` processes.
+
+``perftune_requests_total`` counts every inference answer by its status ``code``. Whose failure a code is —
+the model's and the server's, or the client's — is decided once, by :class:`Outcome`: monitoring's error rate
+(and so probation's rollback and the retraining triggers) counts only :attr:`Outcome.SERVER_ERROR`, the 5xx
+answers; the 4xx refusals and :data:`CLIENT_ABORT` are the clients' and are reported apart. A client that closes
+the connection before its body is complete gets no answer at all; it is counted under the code ``"499"``, as nginx
+logs it, never as a 500.
+"""
 
 from __future__ import annotations
 
 import os
+from enum import Enum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -29,6 +38,24 @@ LATENCY_BUCKETS = (
     10,
 )
 ROW_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000, 100000)
+OTHER_MODEL = "(other)"  # the model label of requests addressed to a model this server does not serve
+CLIENT_ABORT = 499  # nginx's "client closed request": the body never completed, no response was sent
+
+
+class Outcome(Enum):
+    """Whose answer a status code is: the model's, the model's or the server's failure, or the client's."""
+
+    ANSWERED = "answered"  # 2xx: the model answered
+    SERVER_ERROR = "server_error"  # 5xx: the model failed (a failed predict) or the server did (unloaded, log down)
+    CLIENT_ERROR = "client_error"  # 4xx and 499: refused (token, body, size, URL) or abandoned by the client
+
+    @classmethod
+    def of(cls, code: int | str) -> Outcome:
+        """The outcome of an HTTP status code (as ``perftune_requests_total`` labels it)."""
+        status = int(code)
+        if 200 <= status < 300:
+            return cls.ANSWERED
+        return cls.SERVER_ERROR if status >= 500 else cls.CLIENT_ERROR
 
 
 class ServerMetrics:
@@ -41,7 +68,9 @@ class ServerMetrics:
             MultiProcessCollector(self.registry)
         self.requests = Counter(
             "perftune_requests",
-            "Inference and feedback requests by model, version, endpoint and HTTP status code.",
+            "Inference requests by model, version, endpoint and HTTP status code; code 499: the client closed the"
+            " connection before its body was complete (no response sent; a client error, not a 500); model"
+            ' "(other)": requests addressed to a model this server does not serve.',
             ["model", "version", "endpoint", "code"],
             registry=owner,
         )
