@@ -5,6 +5,11 @@ loaded (a bad reference fails here), the port is checked (a busy port fails here
 server say where it serves and start answering. ``--workers N`` runs N uvicorn processes that each build the
 app from the settings passed as JSON in ``SETTINGS_ENV``; their Prometheus files go to a temporary folder
 that is removed when the server stops (unless ``PROMETHEUS_MULTIPROC_DIR`` names one already).
+
+Each process runs its model on ``settings.threads`` threads: the server pins the runtimes it has loaded (see
+:class:`~perftune.serve.server.Server`), and ``OMP_NUM_THREADS`` and its kin are set in the environment first,
+so that a library a process loads later — torch's OpenMP when a PyTorch model is unpickled, every library of a
+spawned worker — starts with the same number.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 from perftune.errors import UsageError
+from perftune.measure.threads import thread_env
 from perftune.serve.settings import SETTINGS_ENV, ServeSettings
 
 
@@ -81,12 +87,14 @@ def run_server(settings: ServeSettings, announce: Callable[[str], None] = print)
     }
     where = f"http://{settings.host}:{settings.port}"
     following = f" (following {settings.reference})" if "@" in settings.reference else ""
+    threads = f"{settings.worker_threads} thread{'s' if settings.worker_threads != 1 else ''}"
+    os.environ.update(thread_env(settings.worker_threads))  # what later-loaded libraries and workers start with
     if settings.workers == 1:
         application = create_app(settings)  # load errors surface before the port opens
         check_port(settings.host, settings.port)
         model = application.state.server.model
         announce(
-            f"serving {model.name} v{model.version}{following} on {where} — "
+            f"serving {model.name} v{model.version}{following} on {where} with {threads} — "
             f"/v2/models/{model.name}/infer, /invocations, /metrics, /docs"
         )
         uvicorn.run(application, **options)
@@ -95,5 +103,5 @@ def run_server(settings: ServeSettings, announce: Callable[[str], None] = print)
     check_port(settings.host, settings.port)
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     with _worker_metrics_dir():
-        announce(f"serving {settings.reference} with {settings.workers} workers on {where}")
+        announce(f"serving {settings.reference} with {settings.workers} workers of {threads} each on {where}")
         uvicorn.run("perftune.serve.app:create_app_from_env", factory=True, workers=settings.workers, **options)

@@ -3,6 +3,10 @@
 The model is swapped atomically (:meth:`Server.swap`): a request holds the :class:`LoadedModel` it started
 with, the next one gets the new one. A reference ``NAME@ALIAS`` is followed by a thread that re-resolves the
 alias every ``poll_interval_s`` and loads the version it points at; a failed poll keeps serving what is loaded.
+
+The process's runtimes are pinned to ``settings.threads`` before the first model loads, and stay pinned until
+:meth:`Server.close` (see :mod:`perftune.measure.threads`); each load says when the version was measured with
+another setting.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from perftune.measure.threads import limit_threads
 from perftune.registry.catalog import ModelRegistry
 from perftune.serve.metrics import ServerMetrics
 from perftune.serve.model import LoadedModel, load_version
@@ -28,7 +33,12 @@ class Server:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.registry = ModelRegistry(settings.tracking_uri)
-        self.model: LoadedModel | None = self.load(settings.reference)
+        self.thread_limit = limit_threads(settings.worker_threads)  # before any model loads; restored by close()
+        try:
+            self.model: LoadedModel | None = self.load(settings.reference)
+        except BaseException:
+            self.thread_limit.restore()
+            raise
         self.name = self.model.name
         self.scoring = (
             ScoringLog(
@@ -46,10 +56,13 @@ class Server:
 
     def load(self, reference: str) -> LoadedModel:
         """Load a version (not yet served: :meth:`swap` serves it)."""
-        model = load_version(self.registry, reference)
+        model = load_version(self.registry, reference, self.thread_limit)
         self.metrics.load_seconds.labels(model.name, model.version).set(model.load_seconds)
         self.metrics.loaded.labels(model.name, model.version).set(1)
-        log.info("loaded %s v%s in %.3f s", model.name, model.version, model.load_seconds)
+        log.info("loaded %s v%s in %.3f s (%d threads)", model.name, model.version, model.load_seconds, model.threads)
+        note = model.threads_note()
+        if note:
+            log.warning("%s", note)
         return model
 
     def swap(self, model: LoadedModel | None) -> None:
@@ -87,3 +100,4 @@ class Server:
         if self.scoring is not None:
             self.scoring.close()
         self.registry.close()
+        self.thread_limit.restore()

@@ -3,6 +3,10 @@
 ``perftune serve`` builds it from its options; ``--workers`` processes receive it as JSON in an environment
 variable (``SETTINGS_ENV``). Only pydantic is imported here, so a bad option is answered before FastAPI,
 uvicorn or MLflow load.
+
+``threads`` is resolved when the settings are built (``None`` becomes usable cores ÷ workers, see
+:func:`perftune.measure.threads.default_threads`), so every worker runs its model on the one number the parent
+announced.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from perftune.errors import UsageError
+from perftune.measure.threads import default_threads
 from perftune.serve.durable import Durability
 
 SETTINGS_ENV = "PERFTUNE_SERVE_SETTINGS"
@@ -51,7 +56,26 @@ class ServeSettings(BaseModel):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="threads of each worker's model runtimes (BLAS/OpenMP, torch, onnxruntime); None: usable"
+        " cores ÷ workers, at least 1",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+
+    @model_validator(mode="after")
+    def _resolve_threads(self) -> ServeSettings:
+        if self.threads is None:
+            self.threads = default_threads(self.workers)
+        return self
+
+    @property
+    def worker_threads(self) -> int:
+        """Threads of each worker's runtimes (``threads``, resolved)."""
+        assert self.threads is not None  # resolved by the validator
+        return self.threads
 
     @classmethod
     def build(cls, **values: Any) -> ServeSettings:
