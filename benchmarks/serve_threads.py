@@ -12,7 +12,8 @@ Rounds alternate quiet and loaded (``../shared/tools/busy 2``: two busy processe
 and stopped after it), and in every round each server gets the same bounded number of single-row
 ``/invocations`` requests, one at a time over one keep-alive connection (BBC articles read from the dataset's
 zip). The client's latency of every request is kept; printed per configuration: quiet and loaded p50 and p95
-over all rounds, and loaded p95 ÷ quiet p95 (the issue's target: ≤ 3).
+over all rounds, and loaded p95 ÷ quiet p95 (the issue's target: ≤ 3). ``--onnx-spinning`` adds an in-process
+table: onnxruntime on 1 thread, and on 2 with and without spin-waiting (``session.intra_op.allow_spinning``).
 
 :func:`client_latency` and :func:`served` are the parts another benchmark (benchmarks/contention.py) can reuse.
 
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import free_port, wait_ready  # noqa: E402  (a sibling script, not a package)
+from serving import free_port, wait_ready
 
 BUSY = Path(__file__).resolve().parents[1] / ".." / "shared" / "tools" / "busy"
 WARMUP = 20  # requests per server and round that are not counted (connection, first-call costs)
@@ -137,8 +138,47 @@ def measure(
                         times = client_latency(addresses[c.label], texts, requests)
                         results[c.label][condition].append(times)
                         print(f"round {r + 1} {condition:6} {c.label:10} p50 {np.percentile(times, 50):7.2f} ms"
-                              f"  p95 {np.percentile(times, 95):7.2f} ms", flush=True)  # fmt: skip
+                              f"  p95 {np.percentile(times, 95):7.2f} ms  load {os.getloadavg()[0]:.1f}",
+                              flush=True)  # fmt: skip
     return {label: {k: np.concatenate(v) for k, v in by.items()} for label, by in results.items()}
+
+
+def onnx_spinning(rounds: int, requests: int) -> dict[str, dict[str, np.ndarray]]:
+    """In process: single-row latency of an onnxruntime MLP (5000 → 256 → 5, float32, as BBC's unquantized network)
+    on 1 thread, and on 2 threads with and without spin-waiting, quiet and beside busy 2, alternating rounds."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from perftune.measure.threads import session_options
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n)
+               for n, s in (("w1", (5000, 256)), ("b1", (256,)), ("w2", (256, 5)))]  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["a"]),
+         helper.make_node("Relu", ["a"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", 5000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", 5])], weights,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sessions = {}
+    for label, threads, spinning in (("1 thread", 1, "0"), ("2, no spin", 2, "0"), ("2, spinning", 2, "1")):
+        options = session_options(threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        sessions[label] = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    row = {"x": (rng.random((1, 5000)) < 0.02).astype(np.float32)}
+    results: dict[str, dict[str, list[float]]] = {k: {"quiet": [], "loaded": []} for k in sessions}
+    for r in range(rounds):
+        for condition in ("quiet", "loaded"):
+            with busy(600) if condition == "loaded" else contextlib.nullcontext():
+                for label, session in sessions.items() if r % 2 == 0 else reversed(sessions.items()):
+                    for i in range(WARMUP + requests):
+                        started = time.perf_counter()
+                        session.run(None, row)
+                        if i >= WARMUP:
+                            results[label][condition].append((time.perf_counter() - started) * 1000)
+    return {label: {k: np.asarray(v) for k, v in by.items()} for label, by in results.items()}
 
 
 def table(results: dict[str, dict[str, np.ndarray]]) -> str:
@@ -159,6 +199,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="quiet/loaded pairs")
     parser.add_argument("--threads", type=int, action="append", default=[], help="a server with --threads N")
     parser.add_argument("--before-src", help="an older checkout's src folder: its server is the 'before' row")
+    parser.add_argument("--onnx-spinning", action="store_true", help="also: onnxruntime's spin-waiting, in process")
     args = parser.parse_args()
     if args.tracking_uri:
         tracking_uri = args.tracking_uri
@@ -173,6 +214,9 @@ def main() -> None:
     print(f"{args.reference}: {args.rounds} rounds × {args.requests} single-row requests per server, "
           f"quiet and beside busy 2, on {cores} cores", flush=True)  # fmt: skip
     print(table(measure(args.reference, tracking_uri, configs, args.rounds, args.requests)))
+    if args.onnx_spinning:
+        print("onnxruntime in process, single rows (ms):")
+        print(table(onnx_spinning(args.rounds, args.requests * 5)))
 
 
 if __name__ == "__main__":

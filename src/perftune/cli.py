@@ -472,7 +472,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port (1–65535).")] = 8080,
     workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
     threads: Annotated[
-        int | None, typer.Option(help="Threads of each worker's BLAS, torch and onnxruntime (default: cores ÷ workers).")
+        int | None,
+        typer.Option(help="Threads of each worker's BLAS, torch, onnxruntime (default: as the version was measured)."),
     ] = None,
     token_file: Annotated[
         Path | None, typer.Option(help="Bearer token (≥ 16 chars) required on inference, feedback, management.")

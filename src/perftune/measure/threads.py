@@ -29,13 +29,15 @@ from types import TracebackType
 from typing import Any
 
 __all__ = [
-    "THREAD_ENV_VARS",
     "THREADS_TAG",
+    "THREAD_ENV_VARS",
     "ThreadLimit",
     "default_threads",
     "limit_threads",
+    "serving_threads",
     "session_options",
     "thread_env",
+    "threads_text",
     "usable_cores",
 ]
 
@@ -55,6 +57,21 @@ def usable_cores() -> int:
 def default_threads(workers: int = 1) -> int:
     """Threads per process when ``workers`` processes share the usable cores: cores ÷ workers, at least 1."""
     return max(1, usable_cores() // max(1, workers))
+
+
+def serving_threads(measured: int | None, workers: int = 1) -> int:
+    """A server's default: the threads its version was measured with (1 when it records none — registration
+    measures on ``cpus_per_trial`` threads, 1 by default), at most :func:`default_threads` of its ``workers``.
+
+    Not cores ÷ workers: a single-row predict is too small to gain from a second thread and waits at every
+    barrier for it (benchmarks/serve_threads.py: BBC's int8 MLP answered in 2–3 ms on 1 thread and 20–50 ms on
+    2, quiet or busy, on 2 cores)."""
+    return min(measured or 1, default_threads(workers))
+
+
+def threads_text(threads: int) -> str:
+    """``1 thread``, ``2 threads``: a thread count as messages say it."""
+    return f"{threads} thread{'' if threads == 1 else 's'}"
 
 
 def thread_env(threads: int) -> dict[str, str]:

@@ -27,7 +27,7 @@ import yaml
 
 from perftune import __version__
 from perftune.errors import UsageError
-from perftune.measure.threads import thread_env
+from perftune.measure.threads import thread_env, threads_text
 
 # Measured by benchmarks/serving.py on the project's 2-core machine: the HTTP round trip of a single-row request
 # beyond in-process predict (p50, concurrency 1: 0.3–0.65 ms), and RSS − shared of a running `perftune serve`
@@ -94,8 +94,8 @@ class Sizing:
                 f"  memory request = max({self.predict_memory_mb:.1f} MB predict, {self.server_baseline_mb:g} MB server"
                 f" + {self.model_size_mb:.3g} MB model) × {self.memory_headroom} = {self.memory_request_mi}Mi;"
                 f" limit × 1.5 = {self.memory_limit_mi}Mi",
-                f"  cpu request = limit = 1 (one server worker per replica, on {self.threads} thread"
-                f"{'s' if self.threads != 1 else ''}: --threads {self.threads})",
+                f"  cpu request = limit = 1 (one server worker per replica, on {threads_text(self.threads)}:"
+                f" --threads {self.threads})",
             ]
         )
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from perftune.errors import PerftuneError
 from perftune.measure.ml import class_key
-from perftune.measure.threads import THREADS_TAG, ThreadLimit
+from perftune.measure.threads import THREADS_TAG, ThreadLimit, threads_text
 from perftune.registry.catalog import ModelRegistry
 from perftune.track.uri import mlflow_store
 
@@ -90,17 +90,14 @@ class LoadedModel:
         """One line when it is served on another thread setting than it was measured with, else None."""
         if self.threads is None or self.measured_threads is None or self.threads == self.measured_threads:
             return None
+        served, measured = threads_text(self.threads), threads_text(self.measured_threads)
         return (
-            f"serving with {_count(self.threads)}; v{self.version} was measured with {_count(self.measured_threads)}"
+            f"serving with {served}; v{self.version} was measured with {measured}"
             " (its registered latency does not describe this server; --threads sets it)"
         )
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(X))
-
-
-def _count(threads: int) -> str:
-    return f"{threads} thread{'s' if threads != 1 else ''}"
 
 
 def measured_threads(tags: dict[str, str]) -> int | None:

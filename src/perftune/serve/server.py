@@ -4,9 +4,9 @@ The model is swapped atomically (:meth:`Server.swap`): a request holds the :clas
 with, the next one gets the new one. A reference ``NAME@ALIAS`` is followed by a thread that re-resolves the
 alias every ``poll_interval_s`` and loads the version it points at; a failed poll keeps serving what is loaded.
 
-The process's runtimes are pinned to ``settings.threads`` before the first model loads, and stay pinned until
-:meth:`Server.close` (see :mod:`perftune.measure.threads`); each load says when the version was measured with
-another setting.
+The process's runtimes are pinned before the first model loads, and stay pinned until :meth:`Server.close`
+(see :mod:`perftune.measure.threads`), to ``settings.threads`` or, by default, to what the version it starts
+with was measured with (at most cores ÷ workers); each load says when a version was measured with another setting.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from perftune.measure.threads import limit_threads
+from perftune.measure.threads import limit_threads, serving_threads
 from perftune.registry.catalog import ModelRegistry
 from perftune.serve.metrics import ServerMetrics
-from perftune.serve.model import LoadedModel, load_version
+from perftune.serve.model import LoadedModel, load_version, measured_threads
 from perftune.serve.scoring_writer import ScoringLog
 from perftune.serve.settings import ServeSettings
 
@@ -33,7 +33,8 @@ class Server:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.registry = ModelRegistry(settings.tracking_uri)
-        self.thread_limit = limit_threads(settings.worker_threads)  # before any model loads; restored by close()
+        self.threads = settings.threads or self._default_threads()
+        self.thread_limit = limit_threads(self.threads)  # before any model loads; restored by close()
         try:
             self.model: LoadedModel | None = self.load(settings.reference)
         except BaseException:
@@ -53,6 +54,11 @@ class Server:
         self.following = "@" in settings.reference
         self._stop = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="perftune-alias-follower", daemon=True)
+
+    def _default_threads(self) -> int:
+        """What the starting version was measured with (1 when it records none), at most cores ÷ workers."""
+        version = self.registry.servable(self.settings.reference)
+        return serving_threads(measured_threads(version.tags), self.settings.workers)
 
     def load(self, reference: str) -> LoadedModel:
         """Load a version (not yet served: :meth:`swap` serves it)."""

@@ -4,9 +4,9 @@
 variable (``SETTINGS_ENV``). Only pydantic is imported here, so a bad option is answered before FastAPI,
 uvicorn or MLflow load.
 
-``threads`` is resolved when the settings are built (``None`` becomes usable cores ÷ workers, see
-:func:`perftune.measure.threads.default_threads`), so every worker runs its model on the one number the parent
-announced.
+``threads`` left at ``None`` is resolved by the server from the version it starts with (see
+:func:`perftune.measure.threads.serving_threads`); ``--workers`` processes receive the resolved number, so every
+worker runs its model on the one the parent announced.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from perftune.errors import UsageError
-from perftune.measure.threads import default_threads
 from perftune.serve.durable import Durability
 
 SETTINGS_ENV = "PERFTUNE_SERVE_SETTINGS"
@@ -60,22 +59,10 @@ class ServeSettings(BaseModel):
         default=None,
         ge=1,
         le=1024,
-        description="threads of each worker's model runtimes (BLAS/OpenMP, torch, onnxruntime); None: usable"
-        " cores ÷ workers, at least 1",
+        description="threads of each worker's model runtimes (BLAS/OpenMP, torch, onnxruntime); None: as many as"
+        " the version was measured with (1 when it records none), at most usable cores ÷ workers",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
-
-    @model_validator(mode="after")
-    def _resolve_threads(self) -> ServeSettings:
-        if self.threads is None:
-            self.threads = default_threads(self.workers)
-        return self
-
-    @property
-    def worker_threads(self) -> int:
-        """Threads of each worker's runtimes (``threads``, resolved)."""
-        assert self.threads is not None  # resolved by the validator
-        return self.threads
 
     @classmethod
     def build(cls, **values: Any) -> ServeSettings:
