@@ -6,7 +6,7 @@ is served by several ``perftune serve`` processes on 127.0.0.1 at once, one per 
   * ``before`` (with ``--before-src DIR``): the server of an older perftune checkout's ``src`` (no thread
     setting: torch and onnxruntime on every core);
   * ``default``: ``perftune serve`` as it starts now (``--threads`` = usable cores ÷ workers);
-  * ``threads=N`` for each ``--threads N`` asked for.
+  * ``threads=N`` for each ``--threads N`` asked for, and any ``--server LABEL=OPTIONS``.
 
 Rounds alternate quiet and loaded (``../shared/tools/busy 2``: two busy processes, started for one loaded round
 and stopped after it), and in every round each server gets the same bounded number of single-row
@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="counted requests per server and round")
     parser.add_argument("--rounds", type=int, default=3, help="quiet/loaded pairs")
     parser.add_argument("--threads", type=int, action="append", default=[], help="a server with --threads N")
+    parser.add_argument("--server", action="append", default=[], metavar="LABEL=OPTIONS",
+                        help="another server, e.g. 'no-poll=--threads 1 --poll-interval 0'")  # fmt: skip
     parser.add_argument("--before-src", help="an older checkout's src folder: its server is the 'before' row")
     parser.add_argument("--onnx-spinning", action="store_true", help="also: onnxruntime's spin-waiting, in process")
     args = parser.parse_args()
@@ -210,6 +212,7 @@ def main() -> None:
     configs = [Config("before", src=args.before_src)] if args.before_src else []
     configs.append(Config("default"))
     configs += [Config(f"threads={n}", ["--threads", str(n)]) for n in args.threads]
+    configs += [Config(label, options.split()) for label, _, options in (v.partition("=") for v in args.server)]
     cores = len(os.sched_getaffinity(0))
     print(f"{args.reference}: {args.rounds} rounds × {args.requests} single-row requests per server, "
           f"quiet and beside busy 2, on {cores} cores", flush=True)  # fmt: skip

@@ -53,7 +53,7 @@ class Sizing:
     min_replicas: int = 2
     max_scale: int = 3
     memory_headroom: float = 1.25
-    threads: int = 1  # of the one worker on its one CPU (cores ÷ workers, as perftune serve's default)
+    threads: int = 1  # of the one worker on its one CPU (its affinity is the node's cores, not its CPU limit)
 
     @property
     def saturated_rps(self) -> float:
