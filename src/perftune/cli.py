@@ -471,6 +471,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for all).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (1–65535).")] = 8080,
     workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Threads of each worker's BLAS, torch, onnxruntime (default: as the version was measured)."),
+    ] = None,
     token_file: Annotated[
         Path | None, typer.Option(help="Bearer token (≥ 16 chars) required on inference, feedback, management.")
     ] = None,
@@ -504,6 +508,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        threads=threads,
         log_level=log_level.lower(),
         scoring_durability=scoring_durability.lower(),
         token_file=str(token_file) if token_file else None,

@@ -61,6 +61,9 @@ def test_deploy_writes_valid_manifests_sized_from_the_versions_measurements(regi
     assert "FROM python:3.11-slim" in (out / "Dockerfile").read_text()
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert "--token-file" in container["args"] and container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    # one worker on one CPU runs its model on one thread, and libraries loaded later start with one too
+    assert container["args"][container["args"].index("--threads") + 1] == "1"
+    assert {"name": "OMP_NUM_THREADS", "value": "1"} in container["env"] and "--threads 1" in header
 
 
 @pytest.mark.parametrize(

@@ -70,16 +70,16 @@ def export(net: Any, X: np.ndarray) -> bytes:
 
 
 class OnnxNetwork:
-    """An onnxruntime session of an exported network: feature rows → logits."""
+    """An onnxruntime session of an exported network: feature rows → logits, on ``threads`` intra-op threads
+    (the process's thread setting: see :mod:`perftune.measure.threads`)."""
 
     def __init__(self, model: bytes, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
+        from perftune.measure.threads import session_options
+
         self.model = model
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(X, dtype=np.float32)})[0]

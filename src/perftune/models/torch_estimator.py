@@ -29,14 +29,16 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         self.net, self.classes = net, classes
         self.classes_ = np.asarray(classes)
 
-    def use_onnx(self, model: bytes | None) -> TorchClassifier:
-        """Run the forward pass with onnxruntime on ``model`` (the network's ONNX export), or torch again (None).
-        The torch network stays: explanations integrate its gradients."""
+    def use_onnx(self, model: bytes | None, threads: int | None = None) -> TorchClassifier:
+        """Run the forward pass with onnxruntime on ``model`` (the network's ONNX export), or torch again (None),
+        on ``threads`` intra-op threads (default: as many as torch uses in this process). The torch network stays:
+        explanations integrate its gradients."""
         import torch
 
         from perftune.models.onnx_runtime import OnnxNetwork
 
-        self.onnx = None if model is None else OnnxNetwork(model, threads=torch.get_num_threads())
+        threads = torch.get_num_threads() if threads is None else threads
+        self.onnx = None if model is None else OnnxNetwork(model, threads=threads)
         return self
 
     def to_cpu(self) -> TorchClassifier:

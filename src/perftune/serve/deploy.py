@@ -10,7 +10,9 @@ The arithmetic (shown in a comment at the top of ``deployment.yaml``):
 * memory request = ``max(predict_memory_mb, server_baseline_mb + model_size_mb) × memory_headroom``, limit =
   request × 1.5 — ``predict_memory_mb`` is RSS − shared of the registering process while it predicted, the
   baseline is a running ``perftune serve`` with a small model;
-  CPU request = limit = one core (one worker).
+  CPU request = limit = one core (one worker), and that worker runs its model on one thread (``--threads 1``,
+  and ``OMP_NUM_THREADS`` and its kin in the container's environment): more threads than the CPU limit only
+  wait for each other under the CFS quota.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 
 from perftune import __version__
 from perftune.errors import UsageError
+from perftune.measure.threads import thread_env, threads_text
 
 # Measured by benchmarks/serving.py on the project's 2-core machine: the HTTP round trip of a single-row request
 # beyond in-process predict (p50, concurrency 1: 0.3–0.65 ms), and RSS − shared of a running `perftune serve`
@@ -50,6 +53,7 @@ class Sizing:
     min_replicas: int = 2
     max_scale: int = 3
     memory_headroom: float = 1.25
+    threads: int = 1  # of the one worker on its one CPU (its affinity is the node's cores, not its CPU limit)
 
     @property
     def saturated_rps(self) -> float:
@@ -90,7 +94,8 @@ class Sizing:
                 f"  memory request = max({self.predict_memory_mb:.1f} MB predict, {self.server_baseline_mb:g} MB server"
                 f" + {self.model_size_mb:.3g} MB model) × {self.memory_headroom} = {self.memory_request_mi}Mi;"
                 f" limit × 1.5 = {self.memory_limit_mi}Mi",
-                "  cpu request = limit = 1 (one server worker per replica)",
+                f"  cpu request = limit = 1 (one server worker per replica, on {threads_text(self.threads)}:"
+                f" --threads {self.threads})",
             ]
         )
 
@@ -201,7 +206,8 @@ def manifests(
     s: Sizing, reference: str, image: str, port: int, token_secret: str | None, monitor_every: str | None = None
 ) -> list[dict[str, Any]]:
     app = _dns(s.name)
-    args = ["serve", reference, "--host", "0.0.0.0", "--port", str(port), "--tracking-uri", "$(MLFLOW_TRACKING_URI)"]
+    args = ["serve", reference, "--host", "0.0.0.0", "--port", str(port), "--threads", str(s.threads),
+            "--tracking-uri", "$(MLFLOW_TRACKING_URI)"]  # fmt: skip
     if monitor_every:  # the monitor reads what every replica logs: one shared scoring database
         args += ["--scoring-uri", "$(PERFTUNE_SCORING_URI)"]
     volumes: list[dict[str, Any]] = []
@@ -216,7 +222,8 @@ def manifests(
         "args": args,
         "ports": [{"name": "http", "containerPort": port}],
         "env": [_secret_env("MLFLOW_TRACKING_URI", f"{app}-tracking")]
-        + ([_secret_env("PERFTUNE_SCORING_URI", f"{app}-scoring")] if monitor_every else []),
+        + ([_secret_env("PERFTUNE_SCORING_URI", f"{app}-scoring")] if monitor_every else [])
+        + [{"name": key, "value": value} for key, value in thread_env(s.threads).items()],
         "resources": {
             "requests": {"cpu": "1", "memory": f"{s.memory_request_mi}Mi"},
             "limits": {"cpu": "1", "memory": f"{s.memory_limit_mi}Mi"},

@@ -1,4 +1,10 @@
-"""A registered version loaded for serving: the model, its input schema (from the signature), a fast predict."""
+"""A registered version loaded for serving: the model, its input schema (from the signature), a fast predict.
+
+A version is loaded under the server's thread setting (:class:`~perftune.measure.threads.ThreadLimit`): it is
+applied again once the model is unpickled — which imports torch for a PyTorch model — so torch's pool and an
+onnxruntime session run on the same number of threads as BLAS and OpenMP. The setting the version was measured
+with (its ``perftune.threads`` tag) is kept beside it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import numpy as np
 
 from perftune.errors import PerftuneError
 from perftune.measure.ml import class_key
+from perftune.measure.threads import THREADS_TAG, ThreadLimit, threads_text
 from perftune.registry.catalog import ModelRegistry
 from perftune.track.uri import mlflow_store
 
@@ -76,9 +83,27 @@ class LoadedModel:
     explainer: Any = None  # per-row attributions (perftune.explain); None when the family has no explainer
     unexplained: str = "no explainer for its model family yet"  # why ``explainer`` is None
     classes: list[str] | None = None  # a classifier's classes by name (feedback labels must be one of them)
+    threads: int | None = None  # threads its runtimes run on here (None: not pinned)
+    measured_threads: int | None = None  # threads its registration measured it with (None: not recorded)
+
+    def threads_note(self) -> str | None:
+        """One line when it is served on another thread setting than it was measured with, else None."""
+        if self.threads is None or self.measured_threads is None or self.threads == self.measured_threads:
+            return None
+        served, measured = threads_text(self.threads), threads_text(self.measured_threads)
+        return (
+            f"serving with {served}; v{self.version} was measured with {measured}"
+            " (its registered latency does not describe this server; --threads sets it)"
+        )
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(X))
+
+
+def measured_threads(tags: dict[str, str]) -> int | None:
+    """The ``perftune.threads`` tag of a version as a number (None: absent or not a positive whole number)."""
+    raw = tags.get(THREADS_TAG, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
 
 
 def _strip_feature_names(estimator: Any) -> Any:
@@ -95,8 +120,9 @@ def _strip_feature_names(estimator: Any) -> Any:
     return stripped
 
 
-def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
-    """Load ``NAME@ALIAS`` or ``NAME/VERSION`` from the registry (archived versions are refused)."""
+def load_version(registry: ModelRegistry, reference: str, threads: ThreadLimit | None = None) -> LoadedModel:
+    """Load ``NAME@ALIAS`` or ``NAME/VERSION`` from the registry (archived versions are refused), its runtimes on
+    ``threads`` (None: as the process has them)."""
     import mlflow
     import pandas as pd
 
@@ -109,6 +135,8 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
             pyfunc = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # a missing or corrupt artifact: say which version and where
         raise PerftuneError(f"cannot load {name} v{number} from {version.source}: {exc}") from exc
+    if threads is not None:
+        threads.apply()  # again: unpickling may have loaded torch or another BLAS since the server pinned them
     signature = pyfunc.metadata.signature
     schema = _schema(signature.inputs) if signature is not None and signature.inputs is not None else None
     if schema is None:
@@ -125,7 +153,7 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
         # texts and images: the pipeline's features step reads the parsed rows (N×1 texts, N×H·W pixels)
         fitted = pyfunc.get_raw_model() if schema.kind != "table" else _strip_feature_names(pyfunc.get_raw_model())
         if version.tags.get("perftune.runtime") == "onnxruntime":
-            use_onnx(fitted, version, registry.tracking_uri)
+            use_onnx(fitted, version, registry.tracking_uri, threads.threads if threads else None)
         from perftune.models.torch_estimator import TorchClassifier
 
         network = fitted.steps[-1][1] if hasattr(fitted, "steps") else fitted
@@ -159,12 +187,15 @@ def load_version(registry: ModelRegistry, reference: str) -> LoadedModel:
         explainer,
         unexplained,
         classes,
+        threads.threads if threads else None,
+        measured_threads(version.tags),
     )
 
 
-def use_onnx(pipeline: Any, version: Any, tracking_uri: str) -> None:
-    """Run the network's forward pass with onnxruntime, as registration measured faster; torch when the ONNX file
-    cannot be read (the registered pipeline is the model either way)."""
+def use_onnx(pipeline: Any, version: Any, tracking_uri: str, threads: int | None = None) -> None:
+    """Run the network's forward pass with onnxruntime on ``threads`` intra-op threads (None: torch's setting), as
+    registration measured faster; torch when the ONNX file cannot be read (the registered pipeline is the model
+    either way)."""
     from perftune.registry.register import ONNX_ARTIFACT
 
     try:
@@ -173,7 +204,7 @@ def use_onnx(pipeline: Any, version: Any, tracking_uri: str) -> None:
 
             path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ONNX_ARTIFACT)
         with open(path, "rb") as handle:
-            pipeline.steps[-1][1].use_onnx(handle.read())
+            pipeline.steps[-1][1].use_onnx(handle.read(), threads)
     except Exception as exc:  # a missing or damaged ONNX file: torch serves, and the log says why
         log.warning("%s v%s: serving with torch, not onnxruntime: %s", version.name, version.version,
                     str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)  # fmt: skip

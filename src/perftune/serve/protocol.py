@@ -213,7 +213,12 @@ def v2_metadata(model: LoadedModel) -> dict[str, Any]:
         "platform": model.platform,
         "inputs": [_metadata_input(s)],
         "outputs": [{"name": "predict", "datatype": model.output_datatype, "shape": [-1]}],
-        "parameters": {"feature_names": s.names, "feature_types": s.types},
+        "parameters": {
+            "feature_names": s.names,
+            "feature_types": s.types,
+            "threads": model.threads,  # what its runtimes run on here
+            "measured_threads": model.measured_threads,  # what registration measured its latency with (None: unknown)
+        },
     }
 
 

@@ -5,6 +5,11 @@ loaded (a bad reference fails here), the port is checked (a busy port fails here
 server say where it serves and start answering. ``--workers N`` runs N uvicorn processes that each build the
 app from the settings passed as JSON in ``SETTINGS_ENV``; their Prometheus files go to a temporary folder
 that is removed when the server stops (unless ``PROMETHEUS_MULTIPROC_DIR`` names one already).
+
+Each process runs its model on one thread setting: the first load resolves it (``--threads``, or what the
+version was measured with) and pins the runtimes loaded then (see :class:`~perftune.serve.server.Server`);
+``OMP_NUM_THREADS`` and its kin are set in the environment too, so that a library loaded later — another
+version's, every library of a spawned worker — starts with the same number, and workers get the resolved number.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 from perftune.errors import UsageError
+from perftune.measure.threads import thread_env, threads_text
 from perftune.serve.settings import SETTINGS_ENV, ServeSettings
 
 
@@ -84,16 +90,22 @@ def run_server(settings: ServeSettings, announce: Callable[[str], None] = print)
     if settings.workers == 1:
         application = create_app(settings)  # load errors surface before the port opens
         check_port(settings.host, settings.port)
-        model = application.state.server.model
+        server = application.state.server
+        model = server.model
+        os.environ.update(thread_env(server.threads))  # what libraries loaded later start with
         announce(
-            f"serving {model.name} v{model.version}{following} on {where} — "
+            f"serving {model.name} v{model.version}{following} on {where} with {threads_text(server.threads)} — "
             f"/v2/models/{model.name}/infer, /invocations, /metrics, /docs"
         )
         uvicorn.run(application, **options)
         return
-    create_app(settings).state.server.close()  # check it loads once, with a clear error if not
+    server = create_app(settings).state.server  # check it loads once, with a clear error if not
+    server.close()
     check_port(settings.host, settings.port)
+    settings = settings.model_copy(update={"threads": server.threads})  # every worker: the number announced
+    os.environ.update(thread_env(server.threads))  # what each worker's libraries start with
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    threads = threads_text(server.threads)
     with _worker_metrics_dir():
-        announce(f"serving {settings.reference} with {settings.workers} workers on {where}")
+        announce(f"serving {settings.reference} with {settings.workers} workers of {threads} each on {where}")
         uvicorn.run("perftune.serve.app:create_app_from_env", factory=True, workers=settings.workers, **options)

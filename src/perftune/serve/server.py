@@ -3,6 +3,10 @@
 The model is swapped atomically (:meth:`Server.swap`): a request holds the :class:`LoadedModel` it started
 with, the next one gets the new one. A reference ``NAME@ALIAS`` is followed by a thread that re-resolves the
 alias every ``poll_interval_s`` and loads the version it points at; a failed poll keeps serving what is loaded.
+
+The process's runtimes are pinned before the first model loads, and stay pinned until :meth:`Server.close`
+(see :mod:`perftune.measure.threads`), to ``settings.threads`` or, by default, to what the version it starts
+with was measured with (at most cores ÷ workers); each load says when a version was measured with another setting.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from perftune.measure.threads import limit_threads, serving_threads
 from perftune.registry.catalog import ModelRegistry
 from perftune.serve.metrics import ServerMetrics
-from perftune.serve.model import LoadedModel, load_version
+from perftune.serve.model import LoadedModel, load_version, measured_threads
 from perftune.serve.scoring_writer import ScoringLog
 from perftune.serve.settings import ServeSettings
 
@@ -28,7 +33,13 @@ class Server:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.registry = ModelRegistry(settings.tracking_uri)
-        self.model: LoadedModel | None = self.load(settings.reference)
+        self.threads = settings.threads or self._default_threads()
+        self.thread_limit = limit_threads(self.threads)  # before any model loads; restored by close()
+        try:
+            self.model: LoadedModel | None = self.load(settings.reference)
+        except BaseException:
+            self.thread_limit.restore()
+            raise
         self.name = self.model.name
         self.scoring = (
             ScoringLog(
@@ -44,12 +55,20 @@ class Server:
         self._stop = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="perftune-alias-follower", daemon=True)
 
+    def _default_threads(self) -> int:
+        """What the starting version was measured with (1 when it records none), at most cores ÷ workers."""
+        version = self.registry.servable(self.settings.reference)
+        return serving_threads(measured_threads(version.tags), self.settings.workers)
+
     def load(self, reference: str) -> LoadedModel:
         """Load a version (not yet served: :meth:`swap` serves it)."""
-        model = load_version(self.registry, reference)
+        model = load_version(self.registry, reference, self.thread_limit)
         self.metrics.load_seconds.labels(model.name, model.version).set(model.load_seconds)
         self.metrics.loaded.labels(model.name, model.version).set(1)
-        log.info("loaded %s v%s in %.3f s", model.name, model.version, model.load_seconds)
+        log.info("loaded %s v%s in %.3f s (%d threads)", model.name, model.version, model.load_seconds, model.threads)
+        note = model.threads_note()
+        if note:
+            log.warning("%s", note)
         return model
 
     def swap(self, model: LoadedModel | None) -> None:
@@ -87,3 +106,4 @@ class Server:
         if self.scoring is not None:
             self.scoring.close()
         self.registry.close()
+        self.thread_limit.restore()

@@ -3,6 +3,10 @@
 ``perftune serve`` builds it from its options; ``--workers`` processes receive it as JSON in an environment
 variable (``SETTINGS_ENV``). Only pydantic is imported here, so a bad option is answered before FastAPI,
 uvicorn or MLflow load.
+
+``threads`` left at ``None`` is resolved by the server from the version it starts with (see
+:func:`perftune.measure.threads.serving_threads`); ``--workers`` processes receive the resolved number, so every
+worker runs its model on the one the parent announced.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ class ServeSettings(BaseModel):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="threads of each worker's model runtimes (BLAS/OpenMP, torch, onnxruntime); None: as many as"
+        " the version was measured with (1 when it records none), at most usable cores ÷ workers",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     @classmethod
