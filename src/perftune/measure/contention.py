@@ -32,16 +32,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from perftune.measure.threads import usable_cores
+
 __all__ = ["MachineCounters", "MachineReading", "ThreadWait", "machine_contention", "usable_cores"]
 
 _NS = 1e-9
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return os.cpu_count() or 1
 
 
 class ThreadWait:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from perftune.data.split import Fold, PreparedData, holdout_split, standardize, 
 from perftune.errors import PerftuneError, UsageError
 from perftune.measure.inference import Candidate, InferenceMeter, compare
 from perftune.measure.probe import Probe
+from perftune.measure.threads import THREADS_TAG
 from perftune.models.base import get_family
 from perftune.registry.catalog import ModelRegistry
 from perftune.registry.gate import GateCheck, run_gate
@@ -119,12 +121,15 @@ class RefitPlan:
     evaluation: EvaluationSpec
     workspace: str
     data_dir: str | None = None  # where the study read its data; $PERFTUNE_DATA_DIR overrides
+    threads: int = 1  # the study's threads per trial: the refit trains and is measured with them (perftune.threads)
 
     @classmethod
     def from_study(cls, spec: Spec, study: StudyResult, trial: TrialRecord) -> RefitPlan:
         entry = next(d for d in spec.datasets if d.name == trial.dataset)
         workspace = str(spec.workspace_path().resolve())
-        return cls(entry, trial.model, dict(trial.params), spec.seed, spec.evaluation, workspace, study.data_dir)
+        threads = max(1, math.floor(spec.execution.cpus_per_trial))
+        return cls(entry, trial.model, dict(trial.params), spec.seed, spec.evaluation, workspace, study.data_dir,
+                   threads)  # fmt: skip
 
     def to_json(self) -> str:
         return json.dumps(
@@ -136,6 +141,7 @@ class RefitPlan:
                 "evaluation": self.evaluation.model_dump(mode="json"),
                 "workspace": self.workspace,
                 "data_dir": self.data_dir,
+                "threads": self.threads,
             },
             sort_keys=True,
         )
@@ -151,6 +157,7 @@ class RefitPlan:
             EvaluationSpec.model_validate(raw["evaluation"]),
             raw["workspace"],
             raw.get("data_dir"),
+            int(raw.get("threads", 1)),  # recipes written before threads were recorded: 1, as trials had
         )
 
 
@@ -228,6 +235,7 @@ class Refitted:
             "perftune.model_family": self.plan.family,
             "perftune.serialization": "cloudpickle",
             "perftune.inputs": str(d.transform["data"]) if d.transform else "table",  # what the model is served
+            THREADS_TAG: str(self.plan.threads),  # what its latency was measured with; perftune serve's default
             "perftune.refit": self.plan.to_json(),
         }
         if d.version:
@@ -237,7 +245,15 @@ class Refitted:
 
 def refit(plan: RefitPlan, runtimes: bool = True) -> Refitted:
     """Refit ``plan``'s configuration on the whole training part; measure it on the test part (``runtimes``: a
-    PyTorch network under torch and onnxruntime too, see :func:`_faster_runtime`)."""
+    PyTorch network under torch and onnxruntime too, see :func:`_faster_runtime`), all with the study's threads
+    per trial (``plan.threads``; recorded on the version, and what ``perftune serve`` uses by default)."""
+    from perftune.measure.threads import limit_threads
+
+    with limit_threads(plan.threads):
+        return _refit(plan, runtimes)
+
+
+def _refit(plan: RefitPlan, runtimes: bool) -> Refitted:
     where = Locations.default(Path(plan.workspace), recorded_data_dir=plan.data_dir)
     dataset = load_dataset(plan.dataset, seed=plan.seed, where=where)
     if dataset.version and "@" not in plan.dataset.name:
@@ -266,6 +282,7 @@ def refit(plan: RefitPlan, runtimes: bool = True) -> Refitted:
         eval_every=evaluation.eval_every,
         latency_rows=evaluation.latency_rows,
         throughput_batch=evaluation.throughput_batch,
+        threads=plan.threads,
     )
     result = run_trial(plan.params, prepared, settings, report=lambda window: None, on_finish=fitted.extend)
     if result["trial_status"] != TrialState.COMPLETED:
@@ -298,6 +315,7 @@ def refit(plan: RefitPlan, runtimes: bool = True) -> Refitted:
     served = next(iter(meter.candidates))  # the one candidate left: what perftune serve runs
     metrics.update(meter.metrics(served))
     metrics.update({f"measure.{k}": v for k, v in probe.contention().items()})
+    metrics["threads"] = float(plan.threads)
     probe.close()
 
     def remeasure() -> dict[str, float]:

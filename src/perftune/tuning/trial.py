@@ -33,6 +33,7 @@ import numpy as np
 from perftune.data.split import Fold, PreparedData
 from perftune.measure.inference import Candidate, InferenceMeter, measure_inference
 from perftune.measure.probe import Probe, StepTimer
+from perftune.measure.threads import limit_threads
 from perftune.models.base import TaskInfo, Trainer, TrialDiverged, validate_params
 from perftune.results import TrialState
 from perftune.tuning.budgets import NoPolicy, StopReason, estimate_saved
@@ -87,6 +88,18 @@ def run_trial(
         on_stuck: receives the final result when the watchdog stopped the trial and the training thread did
             not unwind (stuck in native code); it must end the trial's process. None: wait for the thread.
     """
+    with limit_threads(settings.threads):  # BLAS/OpenMP/torch pools: the trial's threads, for training and measuring
+        return _run_trial(config, data, settings, report, on_finish, on_stuck)
+
+
+def _run_trial(
+    config: dict[str, Any],
+    data: PreparedData,
+    settings: TrialSettings,
+    report: Report,
+    on_finish: Callable[[list[Trainer]], None] | None,
+    on_stuck: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     params = validate_params(settings.family, config)
     info = TaskInfo(task=data.task, n_features=data.n_features, classes=data.classes, threads=settings.threads)
     folds = data.folds
