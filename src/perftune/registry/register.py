@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
