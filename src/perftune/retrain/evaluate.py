@@ -12,13 +12,12 @@ import pandas as pd
 
 from perftune.explain.importance import FeatureImportance
 
-SYSTEM_METRICS = ("latency_ms_p50", "latency_ms_p95", "throughput_rps", "model_size_bytes", "predict_memory_mb")
-
 
 @dataclass
 class SideBySide:
     champion: dict[str, float]
     challenger: dict[str, float]
+    latency: str = ""  # the latency comparison: which is faster, or no measurable difference
 
 
 def load(tracking_uri: str, name: str, version: str) -> Any:
@@ -42,36 +41,32 @@ def predict(model: Any, X: np.ndarray, columns: list[str]) -> np.ndarray:
 
 
 def measure(champion: Any, challenger: Any, X: np.ndarray, columns: list[str], latency_rows: int = 200,
-            throughput_batch: int = 1024, rounds: int = 3) -> SideBySide:  # fmt: skip
-    """System metrics of both on the same rows: ``rounds`` alternating measurements, the median of each."""
+            throughput_batch: int = 1024) -> SideBySide:  # fmt: skip
+    """System metrics of both on the same rows, in interleaved rounds (:class:`~perftune.measure.inference.
+    InferenceMeter`: CPU waits left out, a 95 % interval of each p95), plus each one's predict memory; ``latency``
+    says which is faster, or that there is no measurable difference."""
     import cloudpickle
 
-    from perftune.measure.inference import measure_inference
+    from perftune.measure.inference import Candidate, InferenceMeter, compare
     from perftune.measure.probe import Probe
 
-    readings: dict[str, list[dict[str, float]]] = {"champion": [], "challenger": []}
-    for model in (champion, challenger):  # warm both up: first calls pay for imports and caches
-        for _ in range(20):
-            model.predict(pd.DataFrame(X[:1], columns=columns))
-    for r in range(rounds):
-        order = [("champion", champion), ("challenger", challenger)]
-        for who, model in order if r % 2 == 0 else order[::-1]:
-            probe = Probe()
-            model.predict(pd.DataFrame(X[:throughput_batch], columns=columns))
-            peak = probe.sample().memory_mb_peak
-            metrics = measure_inference(
-                lambda rows, m=model: m.predict(pd.DataFrame(rows, columns=columns)),
-                lambda m=model: cloudpickle.dumps(m),
-                X,
-                latency_rows=latency_rows,
-                throughput_batch=throughput_batch,
-            )
-            readings[who].append({**metrics, "predict_memory_mb": peak})
-    median = {
-        who: {k: float(np.median([r[k] for r in runs])) for k in SYSTEM_METRICS if k in runs[0]}
-        for who, runs in readings.items()
-    }
-    return SideBySide(median["champion"], median["challenger"])
+    models = {"champion": champion, "challenger": challenger}
+    memory = {}
+    for who, model in models.items():
+        probe = Probe()
+        model.predict(pd.DataFrame(X[:throughput_batch], columns=columns))
+        memory[who] = probe.sample().memory_mb_peak
+        probe.close()
+    candidates = {
+        who: Candidate(lambda rows, m=model: m.predict(pd.DataFrame(rows, columns=columns)),
+                       lambda m=model: cloudpickle.dumps(m))
+        for who, model in models.items()
+    }  # fmt: skip
+    meter = InferenceMeter(candidates, X, latency_rows=latency_rows, throughput_batch=throughput_batch).run()
+    metrics = {who: {**meter.metrics(who), "predict_memory_mb": memory[who]} for who in models}
+    meter.close()
+    latency = compare("challenger", metrics["challenger"], "champion", metrics["champion"]).message()
+    return SideBySide(metrics["champion"], metrics["challenger"], latency)
 
 
 def importance_change(before: list[FeatureImportance] | None, after: list[FeatureImportance] | None,

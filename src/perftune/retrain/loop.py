@@ -306,13 +306,13 @@ class Retrainer:
         details = {
             "champion": number, "challenger": challenger, "decided_on": deciding,
             "comparisons": {k: c.__dict__ for k, c in comparisons.items()},
-            "system": {"champion": measured.champion, "challenger": measured.challenger},
+            "system": {"champion": measured.champion, "challenger": measured.challenger, "latency": measured.latency},
             "broken": decision.broken, "reasons": decision.reasons, "importance": change,
         }  # fmt: skip
         lines = [f"{k}: {_describe(c)}" for k, c in comparisons.items()]
         a_sys, b_sys = measured.champion, measured.challenger
-        lines.append(f"latency p95 {a_sys['latency_ms_p95']:.3g} → {b_sys['latency_ms_p95']:.3g} ms, size "
-                     f"{a_sys['model_size_bytes']:.0f} → {b_sys['model_size_bytes']:.0f} B")  # fmt: skip
+        lines.append(f"latency: {measured.latency}; size {a_sys['model_size_bytes']:.0f} → "
+                     f"{b_sys['model_size_bytes']:.0f} B")  # fmt: skip
         lines.append(evaluate.describe_importance(change))
         self._step(outcome, "compare", f"v{number} vs v{challenger} on the same rows — " + "; ".join(lines), **details)
         client.set_model_version_tag(self.name, challenger, "perftune.retrain.comparison",
