@@ -94,8 +94,8 @@ class Sizes:
     serve_requests: int  # per round
 
 
-FULL = Sizes(2, 6000, 2, 5, 800, 2, 5, 3, 200)
-QUICK = Sizes(1, 2000, 1, 2, 300, 1, 2, 1, 60)
+FULL = Sizes(2, 6000, 2, 5, 800, 2, 5, 3, 1000)
+QUICK = Sizes(1, 2000, 1, 2, 300, 1, 2, 1, 300)
 
 
 def alternate(quiet: int, loaded: int) -> list[Condition]:
