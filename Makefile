@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Offline copies of the datasets (tests and the demo never download).
 export PERFTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: demo test lint venv clean bench bench-serving bench-drift browser thesis
+.PHONY: demo test lint venv clean bench bench-serving bench-drift bench-contention browser thesis
 
 $(BIN)/perftune: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench-serving: venv
 # perftune monitor's drift check vs Evidently's DataDriftPreset (Evidently gets its own venv in .bench/, made once).
 bench-drift: venv
 	$(BIN)/python benchmarks/drift.py
+
+# Decisions quiet vs beside ../shared/tools/busy 2, alternately (≤ 40 min); before/after side by side with e.g.
+# CONTENTION_ARGS="--code before=../wt-before/src --code after=src" (--quick: a smoke run, --only: some decisions).
+bench-contention: venv
+	$(BIN)/python benchmarks/contention.py $(CONTENTION_ARGS)
 
 # The thesis experiment on 2 cores (≤ 1 hour): five runs of examples/thesis-small.yaml (full grid, budgets, ASHA,
 # budgets + ASHA, one epoch + top k), then the generated Results chapter docs/results/README.md and its figures.
