@@ -6,43 +6,17 @@ busy the machine is, and fails when waits are counted as the trial's or the mode
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
+from tests.busy import linux_schedstat, sharing_one_core
 
 from perftune.data.split import Fold, PreparedData
-from perftune.measure.contention import ThreadWait
 from perftune.measure.inference import Candidate, InferenceMeter, compare, measure_inference
 from perftune.measure.probe import Probe
 from perftune.models.base import get_family
 from perftune.results import TrialState
 from perftune.tuning.budgets import Constraint, make_policy
 from perftune.tuning.trial import TrialSettings, run_trial
-
-linux_schedstat = pytest.mark.skipif(not ThreadWait().available, reason="needs Linux /proc/thread-self/schedstat")
-
-
-@contextlib.contextmanager
-def sharing_one_core(busy: int) -> Iterator[None]:
-    """Run the body on one core beside ``busy`` processes spinning on the same core (all ended by pid)."""
-    cpu = min(os.sched_getaffinity(0))
-    before = os.sched_getaffinity(0)
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
-    try:
-        for p in procs:
-            os.sched_setaffinity(p.pid, {cpu})
-        os.sched_setaffinity(0, {cpu})
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def spin(n: int) -> float:

@@ -221,6 +221,7 @@ def test_a_scoring_database_of_the_previous_schema_is_migrated_in_place(register
         relabel = client.post("/v2/models/diabetes-clf/feedback", json=items)
         assert relabel.json()["stored"] == 1 and relabel.json()["replaced"] == 1
     assert count(uri) == 2 and count(uri, "client_id = 'new'") == 1
+    assert count(uri, "cpu_wait_ms IS NULL") == 1 and count(uri, "client_id = 'new' AND cpu_wait_ms >= 0") == 1
     engine = sa.create_engine(uri)
     with engine.connect() as conn:
         assert conn.execute(sa.text("select labels from perftune_feedback")).scalars().all() == ["[1]"]

@@ -30,11 +30,14 @@ trials. Sleeping or blocking (I/O, locks) is counted as training time: only wait
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 from perftune.measure.threads import usable_cores
 
-__all__ = ["MachineCounters", "MachineReading", "ThreadWait", "machine_contention", "usable_cores"]
+__all__ = [
+    "MachineCounters", "MachineReading", "ThreadWait", "machine_contention", "this_thread_wait_s", "usable_cores",
+]  # fmt: skip
 
 _NS = 1e-9
 
@@ -73,6 +76,21 @@ class ThreadWait:
 
     def __del__(self) -> None:
         self.close()
+
+
+_per_thread = threading.local()
+
+
+def this_thread_wait_s() -> float:
+    """Seconds the calling thread has waited for a CPU since it started (0 where unknown).
+
+    Each thread keeps its own open :class:`ThreadWait` (closed with the thread), so a server reads it twice per
+    request at the cost of two ``pread`` calls.
+    """
+    wait = getattr(_per_thread, "wait", None)
+    if wait is None:
+        wait = _per_thread.wait = ThreadWait()
+    return wait.wait_s()
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@
    version's profile has a CBPE calibration, the model's probabilities are computed chunk by chunk too;
 3. drift (:mod:`~perftune.monitor.drift`), performance with labels from feedback and estimated
    (:mod:`~perftune.monitor.performance`), system metrics of the service (latency p50/p95 and request rate
-   from the scoring log; from the server's ``/metrics`` when ``server_url`` is given, the model's error rate —
-   server-side failures only — and, apart, the client error rate: see :mod:`~perftune.monitor.scrape`);
+   from the scoring log, with the share of the served time the server waited for a CPU and the p95 without that
+   wait, which budgets, baselines and probation judge; from the server's ``/metrics`` when ``server_url`` is
+   given, the model's error rate — server-side failures only — and, apart, the client error rate: see
+   :mod:`~perftune.monitor.scrape`);
 4. every series against its adaptive baseline (:mod:`~perftune.monitor.baseline`);
 5. the check and its series points are stored beside the scoring log (:mod:`~perftune.monitor.store`).
 
@@ -54,6 +56,15 @@ class SystemMetrics:
     broken: list[str] = field(default_factory=list)
     # the clients' refusals (4xx), aborts (499) and requests for other models; None: no server (or an older check)
     client_error_rate: float | None = None
+    # what the server received: of the served time, the share its thread waited for a CPU other processes held,
+    # and the latency p95 without that wait (the model's own); None where the log does not record the wait
+    cpu_wait_share: float | None = None
+    latency_ms_p95_own: float | None = None
+
+    @property
+    def judged_latency_ms_p95(self) -> float | None:
+        """The p95 that budgets, baselines and probation judge: the model's own where recorded, else the wall."""
+        return self.latency_ms_p95_own if self.latency_ms_p95_own is not None else self.latency_ms_p95
 
 
 @dataclass
@@ -177,6 +188,7 @@ class Monitor:
         bounds = windows.bounds(self.engine, self.name, self.number, kind, size, now)
         summary = WindowSummary(self.profile)
         latencies: list[np.ndarray] = []
+        waits: list[np.ndarray] = []
         calibration = self.profile.calibration
         expected = performance.ExpectedAccuracy(calibration) if calibration is not None else None
         for raw in windows.chunks(self.engine, self.name, self.number, bounds):
@@ -189,12 +201,13 @@ class Monitor:
                 )
             summary.add(chunk.X, chunk.predictions)
             latencies.append(chunk.latency_ms)
+            waits.append(chunk.cpu_wait_ms)
             if expected is not None:
                 expected.add(self._probabilities(raw.X), chunk.predictions)
         self.last_summary = summary
         drift = check_drift(summary, self.settings)
         perf = self._performance(bounds, expected)
-        system = self._system(bounds, np.concatenate(latencies) if latencies else np.array([]))
+        system = self._system(bounds, *(np.concatenate(x) if x else np.array([]) for x in (latencies, waits)))
         series = self._series(drift, perf, system)
         check_id = uuid.uuid4().hex
         past = store.history(self.engine, self.name, self.number, series, self.settings.baseline.history)
@@ -248,13 +261,23 @@ class Monitor:
         frame = pd.DataFrame(X, columns=self.profile.feature_names)
         return performance.realized_loss(row_losses(self._model, frame, labels, self.profile.task), test_value)
 
-    def _system(self, bounds, latency_ms: np.ndarray) -> SystemMetrics:
+    def _system(self, bounds, latency_ms: np.ndarray, cpu_wait_ms: np.ndarray) -> SystemMetrics:
+        """The service's figures over the window. Budgets are judged on the latency the model itself took (the
+        wall latency less the server's wait for a CPU, where the log records it): a budget must not break because
+        other processes on the machine took the CPU; the wall p95 is reported beside it, with the wait's share."""
         seconds = bounds.seconds
         p50, p95 = (float(np.percentile(latency_ms, q)) for q in (50, 95)) if latency_ms.size else (None, None)
+        known = ~np.isnan(cpu_wait_ms)
+        wait_share = own_p95 = None
+        if known.any():
+            wait_share = float(cpu_wait_ms[known].sum() / max(latency_ms[known].sum(), 1e-9))
+            own = np.where(known, latency_ms - np.nan_to_num(cpu_wait_ms), latency_ms)
+            own_p95 = float(np.percentile(own, 95))
         counts = self._request_counts() if self.server_url else RequestCounts()
         error_rate = counts.error_rate
         budgets = dict(self.profile.budgets)
-        observed = {"latency_ms_p50": p50, "latency_ms_p95": p95, "error_rate": error_rate}
+        observed = {"latency_ms_p50": p50, "latency_ms_p95": own_p95 if own_p95 is not None else p95,
+                    "error_rate": error_rate}  # fmt: skip
         broken = [
             f"served {metric} {observed[metric]:.4g} breaks its budget {metric} <= {bound:g}"
             for metric, bound in budgets.items()
@@ -263,7 +286,7 @@ class Monitor:
         return SystemMetrics(
             bounds.requests, bounds.rows, seconds, p50, p95,
             bounds.requests / seconds if seconds > 0 else None, bounds.rows / seconds if seconds > 0 else None,
-            error_rate, self.profile.latency_ms_p95, budgets, broken, counts.client_error_rate,
+            error_rate, self.profile.latency_ms_p95, budgets, broken, counts.client_error_rate, wait_share, own_p95,
         )  # fmt: skip
 
     def _request_counts(self) -> RequestCounts:
@@ -284,10 +307,10 @@ class Monitor:
         for figure in perf:
             if figure.value is not None:
                 series[f"{figure.kind}.{figure.metric}"] = figure.value
-        for name in ("latency_ms_p95", "error_rate", "requests_per_s"):
-            value = getattr(system, name)
-            if value is not None:
-                series[name] = float(value)
+        # the baselined latency is the model's own, so that busy neighbours never flag an anomaly
+        values = {"latency_ms_p95": system.judged_latency_ms_p95, "error_rate": system.error_rate,
+                  "requests_per_s": system.requests_per_s}  # fmt: skip
+        series.update({name: float(value) for name, value in values.items() if value is not None})
         return series
 
 

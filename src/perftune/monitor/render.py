@@ -60,7 +60,8 @@ def print_check(console: Console, result: CheckResult) -> None:
     console.print(
         f"service: latency p50 {_num(s.latency_ms_p50)} ms, p95 {_num(s.latency_ms_p95)} ms "
         f"(model alone at registration: {_num(s.registered_latency_ms_p95)} ms) · {_num(s.requests_per_s)} req/s · "
-        + error_rates(s),
+        + error_rates(s)
+        + waited(s),
         highlight=False,
     )
     flagged = [v for v in result.baselines if v.flagged]
@@ -75,6 +76,16 @@ def print_check(console: Console, result: CheckResult) -> None:
         console.print(f"[red]{len(result.findings)} findings[/]:")
         for finding in result.findings:
             console.print(f"  • {escape(finding)}", highlight=False)
+
+
+def waited(system: SystemMetrics) -> str:
+    """What the server received, where the scoring log records it (an empty string otherwise)."""
+    if system.cpu_wait_share is None:
+        return ""
+    return (
+        f" · measured under: the server waited for a CPU {system.cpu_wait_share:.0%} of the served time, "
+        f"p95 without the wait {_num(system.latency_ms_p95_own)} ms (what budgets and baselines judge)"
+    )
 
 
 def error_rates(system: SystemMetrics) -> str:

@@ -45,6 +45,7 @@ class Chunk:
     predictions: np.ndarray  # one per row
     latency_ms: np.ndarray  # one per request
     at: list[datetime]  # one per request
+    cpu_wait_ms: np.ndarray  # one per request: of its latency, the server's wait for a CPU (NaN: not recorded)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -96,12 +97,13 @@ def chunks(
         return
     t = scoring_table.c
     json_if_needed = sa.case((t.inputs_f64.is_(None), t.inputs), else_=sa.null())
-    query = sa.select(t.at, t.rows, t.inputs_f64, json_if_needed, t.outputs, t.latency_ms)
+    query = sa.select(t.at, t.rows, t.inputs_f64, json_if_needed, t.outputs, t.latency_ms, t.cpu_wait_ms)
     query = query.where(_in_window(window, model, version)).order_by(t.at, t.id)
     query = query.execution_options(stream_results=True, yield_per=1000)
     inputs: list[np.ndarray] = []
     outputs: list[np.ndarray] = []
     latency: list[float] = []
+    waits: list[float | None] = []
     at: list[datetime] = []
     rows = 0
 
@@ -112,18 +114,20 @@ def chunks(
                 f"the scoring log holds requests of {sorted(widths)} columns for {model} v{version} in one window; "
                 "was the version re-registered with other features?"
             )
-        return Chunk(np.concatenate(inputs), np.concatenate(outputs), np.asarray(latency), at)
+        waited = np.asarray(waits, dtype=float)  # None → NaN
+        return Chunk(np.concatenate(inputs), np.concatenate(outputs), np.asarray(latency), at, waited)
 
     with engine.connect() as conn:
-        for when, n, raw_bin, raw_in, raw_out, ms in conn.execute(query):
+        for when, n, raw_bin, raw_in, raw_out, ms, wait_ms in conn.execute(query):
             inputs.append(_matrix(raw_bin, raw_in, n))
             outputs.append(_values(_flat(orjson.loads(raw_out))).reshape(-1))  # class names stay strings
             latency.append(ms)
+            waits.append(wait_ms)
             at.append(_utc(when))
             rows += n
             if rows >= chunk_rows:
                 yield flush()
-                inputs, outputs, latency, at, rows = [], [], [], [], 0
+                inputs, outputs, latency, waits, at, rows = [], [], [], [], [], 0
     if inputs:
         yield flush()
 

@@ -11,7 +11,9 @@ Degraded means any of, on a monitor check of the champion within the window:
   only (5xx: a failed predict, the server unable to answer). The client error rate — wrong tokens, malformed or
   oversized bodies, aborted uploads, requests for other models — is anyone's to raise who reaches the port, so it
   never rolls a champion back;
-* served latency p95 above the previous champion's last served p95 × (1 + ``max_latency_increase``).
+* served latency p95 above the previous champion's last served p95 × (1 + ``max_latency_increase``) — both the
+  model's own latency (the wall latency less the server's wait for a CPU, where the scoring log records it), so
+  that a machine busy with other work during the window does not roll the new champion back.
 
 A champion that ends its window healthy gets a ``probation`` row in the audit log, once.
 """
@@ -49,7 +51,7 @@ def degradations(check: Any, policy: ProbationSpec, previous_latency_p95: float 
         found.append(
             f"error rate {rate:.2%} (server-side failures) is above max_error_rate {policy.max_error_rate:.2%}"
         )
-    p95 = check.system.latency_ms_p95
+    p95 = check.system.judged_latency_ms_p95  # the model's own: a busy machine does not roll a champion back
     if p95 is not None and previous_latency_p95 and p95 > previous_latency_p95 * (1 + policy.max_latency_increase):
         found.append(
             f"served latency p95 {p95:.3g} ms is above the previous champion's {previous_latency_p95:.3g} ms "

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from perftune import __version__
 from perftune.errors import PerftuneError, UsageError
+from perftune.measure.contention import this_thread_wait_s
 from perftune.serve import protocol
 from perftune.serve.errors import InternalError, RequestError
 from perftune.serve.feedback import RULE as FEEDBACK_RULE
@@ -147,7 +148,7 @@ class DataPlane:
 
     async def infer(self, name: str, version: str | None, endpoint: Endpoint, body: Body) -> Reply:
         """One inference, whatever the protocol: check, parse, predict, encode the response, log it, count rows."""
-        started = time.perf_counter()
+        started = (time.perf_counter(), this_thread_wait_s())
         model = self.served(name, version, self.server.model)  # answers this request, even if a swap comes
         X, client_id = await self._parse(model, endpoint, body)
         predictions = await self._predict(model, X)
@@ -188,9 +189,20 @@ class DataPlane:
             raise InternalError.logged(what, context, model.name, model.version) from None
 
     def _answer(
-        self, model: LoadedModel, endpoint: Endpoint, X: Any, predictions: Any, client_id: str | None, started: float
+        self,
+        model: LoadedModel,
+        endpoint: Endpoint,
+        X: Any,
+        predictions: Any,
+        client_id: str | None,
+        started: tuple[float, float],
     ) -> Reply:
-        """Encode the response, then log it: only a response that exists is logged (and counted as 200)."""
+        """Encode the response, then log it: only a response that exists is logged (and counted as 200).
+
+        ``started`` is the request's start (``perf_counter``, the event-loop thread's CPU wait): the log keeps the
+        latency and, of it, the time that thread waited for a CPU other processes held. A predict handed to the
+        thread pool (large requests) waits there uncounted, so that figure is a lower bound for those.
+        """
         key = uuid.uuid4().hex  # the server key: unique, whatever id the client sent
         headers = {"X-Request-Id": key, "X-Model-Version": model.version}
         if endpoint == "invocations":
@@ -200,9 +212,11 @@ class DataPlane:
         reply = Reply(encode(document), headers=headers)
         scoring = self.server.scoring
         if scoring is not None:
-            latency_ms = (time.perf_counter() - started) * 1000
+            latency_ms = (time.perf_counter() - started[0]) * 1000
+            waited_ms = (this_thread_wait_s() - started[1]) * 1000
             try:
-                scoring.log(key, client_id, model.name, model.version, endpoint, X, predictions, latency_ms)
+                scoring.log(key, client_id, model.name, model.version, endpoint, X, predictions, latency_ms,
+                            min(waited_ms, latency_ms))  # fmt: skip
             except OSError as exc:  # durable mode: not written through, so not acknowledged
                 log.error("cannot write the durable scoring log: %s", exc)
                 raise RequestError(

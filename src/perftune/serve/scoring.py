@@ -8,7 +8,8 @@ makes the dead-letter file and the durable log safe to replay any number of time
 
 Databases created before ``client_id`` existed are migrated in place when opened (the column and its index
 are added; the feedback table gets its one-row-per-request unique index, keeping the latest of duplicates;
-the ``(model, version, at)`` index that monitoring windows are read by is added).
+the ``(model, version, at)`` index that monitoring windows are read by is added; ``inputs_f64`` and
+``cpu_wait_ms`` are added as NULL columns).
 
 The writer (:mod:`perftune.serve.scoring_writer`) queues rows and writes them in batches; rows it cannot write
 go to the dead-letter file (:mod:`perftune.serve.deadletter`); ``--scoring-durability local`` adds a local log
@@ -57,6 +58,9 @@ scoring_table = sa.Table(
     sa.Column("inputs_f64", sa.LargeBinary, nullable=True),
     sa.Column("outputs", sa.Text, nullable=False),  # JSON: predictions
     sa.Column("latency_ms", sa.Float, nullable=False),
+    # of latency_ms, the time the serving thread was runnable but waited for a CPU (other processes had it);
+    # NULL where unknown (not Linux, or logged by an earlier perftune). See perftune.measure.contention.
+    sa.Column("cpu_wait_ms", sa.Float, nullable=True),
     # a monitoring window is one version's rows in a time span (perftune.monitor.window)
     sa.Index("ix_perftune_scoring_log_window", "model", "version", "at"),
 )
@@ -105,28 +109,27 @@ def scoring_engine(uri: str) -> sa.Engine:
     return engine
 
 
+def _add_column(engine: sa.Engine, name: str, kind: str, index: sa.Index | None = None) -> None:
+    """Add a nullable column (and its index) that a scoring log made by an earlier perftune lacks."""
+    if name in {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}:
+        return
+    log.warning("scoring log: adding column %s to %s (schema of an earlier perftune)", name, scoring_table.name)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {scoring_table.name} ADD COLUMN {name} {kind}"))
+            if index is not None:
+                index.create(conn)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        if name not in {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}:
+            raise  # not a concurrent migration by another worker: a real failure
+
+
 def _migrate(engine: sa.Engine) -> None:
     """Bring a scoring database made by an earlier perftune to the current schema (idempotent)."""
-    inspector = sa.inspect(engine)
-    if "client_id" not in {c["name"] for c in inspector.get_columns(scoring_table.name)}:
-        log.warning("scoring log: adding column client_id to %s (schema of an earlier perftune)", scoring_table.name)
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f"ALTER TABLE {scoring_table.name} ADD COLUMN client_id VARCHAR({CLIENT_ID_MAX})"))
-                next(i for i in scoring_table.indexes if i.columns.keys() == ["client_id"]).create(conn)
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
-            columns = {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}
-            if "client_id" not in columns:  # not a concurrent migration by another worker: a real failure
-                raise
-    if "inputs_f64" not in {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}:
-        log.warning("scoring log: adding column inputs_f64 to %s (schema of an earlier perftune)", scoring_table.name)
-        kind = "BYTEA" if engine.dialect.name == "postgresql" else "BLOB"
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f"ALTER TABLE {scoring_table.name} ADD COLUMN inputs_f64 {kind}"))
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
-            if "inputs_f64" not in {c["name"] for c in sa.inspect(engine).get_columns(scoring_table.name)}:
-                raise  # not a concurrent migration by another worker: a real failure
+    index = next(i for i in scoring_table.indexes if i.columns.keys() == ["client_id"])
+    _add_column(engine, "client_id", f"VARCHAR({CLIENT_ID_MAX})", index)
+    _add_column(engine, "inputs_f64", "BYTEA" if engine.dialect.name == "postgresql" else "BLOB")
+    _add_column(engine, "cpu_wait_ms", "DOUBLE PRECISION" if engine.dialect.name == "postgresql" else "REAL")
     window_index = next(i for i in scoring_table.indexes if i.name == "ix_perftune_scoring_log_window")
     if window_index.name not in {i["name"] for i in sa.inspect(engine).get_indexes(scoring_table.name)}:
         log.warning("scoring log: adding the (model, version, at) index monitoring windows read by")

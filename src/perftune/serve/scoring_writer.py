@@ -112,6 +112,7 @@ class ScoringLog:
         inputs: Any,
         outputs: Any,
         latency_ms: float,
+        cpu_wait_ms: float | None = None,
     ) -> None:
         """Queue one answered request (in ``local`` mode: write it through to the durable file first).
 
@@ -129,6 +130,7 @@ class ScoringLog:
             "inputs": inputs,
             "outputs": outputs,
             "latency_ms": latency_ms,
+            "cpu_wait_ms": cpu_wait_ms,
         }
         if self.durable is None:
             self._queue.append((row, 0))
