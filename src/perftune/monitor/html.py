@@ -2,8 +2,9 @@
 
 Sections: summary (verdict and findings), drift (a table per column; reference vs window distribution of
 each column, drifted first), performance (estimated and realized beside the test split), service (latency,
-request rate, the model's error rate against budgets, and the client error rate beside it), history (every
-stored series over time with its adaptive baseline band, median ± k·scale, and the points that left it in red;
+with the share of served time the server waited for a CPU and the p95 without it, request rate, the model's
+error rate against budgets, and the client error rate beside it), history (every stored series over time with
+its adaptive baseline band, median ± k·scale, and the points that left it in red;
 the client error rate, which has no baseline, as a plain line — checks stored before it existed have none).
 PNGs are inline; nothing is fetched.
 """
@@ -145,10 +146,12 @@ def write_page(monitor: Monitor, result: CheckResult, path: Path) -> Path:
     )  # fmt: skip
     s = result.system
     service = table(
-        ["latency p50 ms", "latency p95 ms", "model alone p95 ms (registration)", "requests/s",
+        ["latency p50 ms", "latency p95 ms", "p95 without CPU wait ms (judged)", "CPU wait share",
+         "model alone p95 ms (registration)", "requests/s",
          "error rate (server-side failures)", "client error rate (refused, aborted, other models; never judged)",
          "budgets", "broken"],
-        [[_dash(s.latency_ms_p50), _dash(s.latency_ms_p95), _dash(s.registered_latency_ms_p95),
+        [[_dash(s.latency_ms_p50), _dash(s.latency_ms_p95), _dash(s.latency_ms_p95_own), _dash(s.cpu_wait_share),
+          _dash(s.registered_latency_ms_p95),
           _dash(s.requests_per_s), _dash(s.error_rate), _dash(s.client_error_rate),
           ", ".join(f"{k} <= {v:g}" for k, v in s.budgets.items()), "; ".join(s.broken)]],
     )  # fmt: skip

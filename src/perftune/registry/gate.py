@@ -18,6 +18,7 @@ from perftune.measure.metrics import get_metric
 from perftune.spec import ConstraintSpec
 
 MAX_REMEASURES = 2
+ROUNDS = "latency_rounds"  # every interval comes from the inference meter, which counts its rounds here
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def run_gate(
         span = interval(metrics, t.metric)
         note = ""
         if span is not None and span[0] <= t.bound <= span[1]:
-            rounds = metrics.get(f"{t.metric.split('_ms_')[0]}_rounds")
+            rounds = metrics.get(ROUNDS)
             after = f" after {measured + 1} measurements ({rounds:g} rounds)" if rounds else ""
             note = f"the bound lies inside the 95 % interval{after}; decided on the point estimate"
         elif measured and span is not None:
