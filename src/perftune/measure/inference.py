@@ -96,6 +96,12 @@ class InferenceMeter:
                 c.prepare()
             c.predict(X[:1])
 
+    def keep(self, name: str, candidate: Candidate) -> InferenceMeter:
+        """Measure only ``name`` from now on (its samples so far stay), as ``candidate`` (e.g. no longer swapping
+        runtimes before each round)."""
+        self.candidates = {name: candidate}
+        return self
+
     def run(self, rounds: int = ROUNDS) -> InferenceMeter:
         """Measure ``rounds`` more rounds of every candidate, alternating their order."""
         names = list(self.candidates)

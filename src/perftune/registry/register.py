@@ -359,8 +359,7 @@ def _faster_runtime(
     chosen = "onnx" if verdict.faster == "onnx" else "torch"
     log.info("runtime: %s; served with %s", verdict.message(), "onnxruntime" if chosen == "onnx" else "torch")
     model.use_onnx(onnx if chosen == "onnx" else None)
-    candidates = {chosen: Candidate(predict, candidates[chosen].serialize)}  # later rounds: the served runtime only
-    meter.candidates = candidates
+    meter.keep(chosen, Candidate(predict, candidates[chosen].serialize))  # later rounds: the served runtime only
     return meter, onnx, "onnxruntime" if chosen == "onnx" else "torch"
 
 
