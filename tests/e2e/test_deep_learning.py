@@ -166,7 +166,7 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
     from perftune.data.unstructured import read_idx
     from perftune.monitor.check import Monitor
     from perftune.registry.catalog import ModelRegistry
-    from perftune.registry.register import register
+    from perftune.registry.register import ONNX_MARGIN, register
     from perftune.retrain.data import assemble, store
     from perftune.retrain.evaluate import load, predict
     from perftune.serve.app import create_app
@@ -187,8 +187,15 @@ def test_an_image_model_is_served_on_pixel_arrays_of_either_shape(ray_session, w
     metrics, runtime = registered.test_metrics, registered.lineage["perftune.runtime"]
     assert runtime in ("torch", "onnxruntime") and metrics["model_size_bytes_onnx"] > 0
     served = "onnx" if runtime == "onnxruntime" else "torch"
-    assert metrics["latency_ms_p95"] == metrics[f"latency_ms_p95_{served}"]
-    assert (runtime == "onnxruntime") == (metrics["latency_ms_p95_onnx"] < 0.9 * metrics["latency_ms_p95_torch"])
+    for key in ("latency_ms_p95", "latency_ms_p95_low", "latency_ms_p95_high"):
+        assert metrics[key] == metrics[f"{key}_{served}"]
+    # onnxruntime serves only where its p95 interval lies wholly below 0.9 × torch's (not on point p95s: which
+    # runtime wins a close call depends on the machine's load, but the choice must follow the stored intervals)
+    clearly_faster = metrics["latency_ms_p95_high_onnx"] < ONNX_MARGIN * metrics["latency_ms_p95_low_torch"]
+    assert (runtime == "onnxruntime") == clearly_faster
+    assert served_platform(result.tracking["uri"], "fashion", "1") == (
+        "onnxruntime_onnx" if runtime == "onnxruntime" else "pytorch_torch"
+    )  # the server runs what the version's tag says
     assert_served_by_onnxruntime_when_tagged(result.tracking["uri"], "fashion", "1")
     images = read_idx(data_dir() / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[:4]
     settings = ServeSettings(
@@ -312,6 +319,18 @@ def test_a_text_model_is_monitored_on_lengths_vocabulary_and_predictions(ray_ses
     estimated = next(p for p in outcomes["articles"].performance if p.kind == "estimated")
     assert estimated.value is not None and estimated.value > 0.8 and estimated.rows == 120  # CBPE, no labels
     assert outcomes["unseen"].drift.prediction is not None
+
+
+def served_platform(uri: str, name: str, version: str) -> str:
+    """What ``perftune serve`` runs a version with (v2 metadata's platform), as registration tagged it."""
+    from perftune.registry.catalog import ModelRegistry
+    from perftune.serve.model import load_version
+
+    registry = ModelRegistry(uri)
+    try:
+        return load_version(registry, f"{name}/{version}").platform
+    finally:
+        registry.close()
 
 
 def assert_served_by_onnxruntime_when_tagged(uri: str, name: str, version: str) -> None:

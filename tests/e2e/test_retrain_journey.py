@@ -55,6 +55,13 @@ class SteadyLoad:
                 r = client.post(f"{self.url}/invocations", json={"instances": [[6, 148, 72, 35, 0, 33.6, 0.627, 50]]})
                 self.seen.append((r.status_code, r.headers.get("X-Model-Version")))
 
+    def wait_until_answered_by(self, version: str, timeout: float = 60) -> None:
+        """Until this client's latest answer came from ``version`` (however slow the machine is)."""
+        deadline = time.monotonic() + timeout
+        while not (self.seen and self.seen[-1][1] == version):
+            assert time.monotonic() < deadline, f"the steady client got no answer from v{version} in {timeout:g} s"
+            time.sleep(0.05)
+
     def __enter__(self) -> SteadyLoad:
         self.thread.start()
         return self
@@ -120,7 +127,7 @@ def journey(champion_from_study, live, tmp_path_factory):
         steps["v2 served"] = send_labelled(url, X, y)  # the old concept again: v2 now fails
         steps["rollback"] = cli("monitor", "clf@champion", "--retrain", uri=uri, scoring=scoring)
         wait_for_version(url, "1")
-        time.sleep(1)
+        load.wait_until_answered_by("1")
     steps["history"] = cli("history", "clf", "--json", uri=uri)
     steps["show"] = cli("models", "show", "clf", "2", uri=uri)
     return steps, load.seen

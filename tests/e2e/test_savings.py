@@ -1,4 +1,6 @@
-"""RQ2 end to end: the full search and the policy run, compared; finished runs are reused."""
+"""RQ2 end to end: the full search and the policy run, compared; finished runs are reused.
+
+The budget is on ``steps``, so which trials the policy stops is the same on a quiet and on a busy machine."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ search:
     learning_rate: [0.001, 0.01]
     epochs: 10
 objectives: [rmse]
-constraints: ['train_time_s <= 0.4']
+constraints: ['steps <= 1000']
 early_stopping: {policy: projected}
 """
 
@@ -33,10 +35,11 @@ def test_savings_runs_both_studies_then_reuses_them(ray_session, write_spec, tmp
     report = run_savings(spec, out=tmp_path / "runs" / "sav")
     (group,) = report.groups
     assert group.trials == 6 and group.matched == 6
-    assert group.stopped >= 2  # batch size 2 takes ~10 000 steps: projected far over 0.4 s
-    assert group.cpu_s_policy <= group.cpu_s_full and group.savings_factor > 1
-    assert group.regret is not None and group.regret >= 0
-    assert 0 <= group.false_stops <= group.stopped
+    assert group.stopped == 4  # 2154 rows × 10 epochs: batch sizes 2 and 16 take 10 770 and 1 350 steps
+    # the policy run trains ~1 100 steps where the full one trains ~24 600: far less CPU however busy the machine
+    assert group.cpu_s_policy < group.cpu_s_full and group.savings_factor > 1
+    assert group.same_best and group.regret == 0  # seeded training: the best (batch size 128) is the same trial
+    assert group.false_stops == 0  # the stopped trials were over the budget in the full run too
     summary = json.loads((tmp_path / "runs" / "sav" / "summary.json").read_text())
     assert summary["savings"]["groups"][0]["savings_factor"] == pytest.approx(group.savings_factor)
     assert (tmp_path / "runs" / "sav-full" / "summary.json").is_file()
@@ -103,7 +106,7 @@ def test_a_predictor_fitted_on_a_full_run_stops_trials_early(ray_session, write_
     )
     perftune.tune(write_spec(grid.replace("policy: projected", "policy: none"), name="full"), out=full)
     predicted = grid.replace("policy: projected}", f"policy: predicted, predictor: {{train_on: {full}}}}}").replace(
-        "'train_time_s <= 0.4'", "'rmse <= 1.6'"
+        "'steps <= 1000'", "'rmse <= 1.6'"
     )
     result = perftune.tune(write_spec(predicted, name="predicted"), out=tmp_path / "predicted")
     group = result.groups[0]

@@ -1,4 +1,9 @@
-"""Whole studies on real Ray, real MLflow (SQLite) and real data."""
+"""Whole studies on real Ray, real MLflow (SQLite) and real data.
+
+Which trials a budget stops is decided by ``steps`` here, never by a wall-clock budget: a study's outcomes must be
+the same on a quiet machine and beside other work (how ``train_time_s`` budgets judge a trial under contention is
+tested with pinned processes in ``tests/measure/test_contention.py``, and their arithmetic in
+``tests/tuning/test_budgets.py``)."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ search:
     learning_rate: [0.01]
     epochs: 20
 objectives: [accuracy, train_time_s]
-constraints: ['train_time_s <= 0.5', 'memory_mb <= 4096']
+constraints: ['steps <= 600', 'memory_mb <= 4096']
 early_stopping: {policy: projected}
 """
 
@@ -52,17 +57,19 @@ def test_budget_study_stops_some_trials_and_tracks_everything(ray_session, write
     for trial in group.trials:
         if trial.status == "stopped_budget":
             reason = trial.stop_reason
-            assert reason["constraint"] == "train_time_s <= 0.5" and reason["policy"] == "projected"
-            assert reason["projected"] > 0.5 and reason["at_step"] < reason["total_steps"]
+            assert reason["constraint"] == "steps <= 600" and reason["policy"] == "projected"
+            assert reason["projected"] == reason["total_steps"] > 600
+            assert reason["at_step"] == 200  # after min_observations = 2 windows of 100 steps
             assert trial.compute()["saved_cpu_s"] > 0
-    # small batches take more steps: the stopped trials are the small-batch ones
+    # small batches take more steps (429 rows × 20 epochs: 4 300 at batch size 2, 1 080 at 8, 540 at 16): the
+    # stopped trials are exactly those over 600
     stopped = {t.params["batch_size"] for t in group.trials if t.status == "stopped_budget"}
-    assert 2 in stopped and 256 not in stopped
+    assert stopped == {2, 4, 8}
 
     # the best feasible trial satisfies every constraint
     best = group.best
     assert best is not None and best.feasible
-    assert best.metrics["train_time_s"] <= 0.5 and best.metrics["memory_mb"] <= 4096
+    assert best.metrics["steps"] <= 600 and best.metrics["memory_mb"] <= 4096
     assert all(best.metrics["accuracy"] >= t.metrics["accuracy"] for t in group.feasible)
     assert {t.trial_id for t in group.pareto} <= {t.trial_id for t in group.feasible}
 
@@ -90,14 +97,12 @@ def test_budget_study_stops_some_trials_and_tracks_everything(ray_session, write
             assert run.data.tags.get(tag), tag
         assert run.inputs.dataset_inputs[0].dataset.name == "diabetes"
         if trial["status"] == "stopped_budget":
-            assert "train_time_s <= 0.5 broken" in run.data.tags["perftune.stop_reason"]
-    # metric histories carry the step index
-    # (the longest trial: how far trials get before the 0.5 s budget depends on the machine's speed)
+            assert "steps <= 600 broken" in run.data.tags["perftune.stop_reason"]
+    # metric histories carry the step index: every eval_every, and the end (the longest trial: batch size 16)
     long_trial = max(group.trials, key=lambda t: t.metrics["steps"])
-    steps = int(long_trial.metrics["steps"])
+    assert (long_trial.params["batch_size"], long_trial.metrics["steps"]) == (16, 540)
     history = client.get_metric_history(long_trial.mlflow_run_id, "val_loss")
-    windows = [*range(100, steps + 1, 100), *([steps] if steps % 100 else [])]  # every eval_every, and the end
-    assert [m.step for m in history] == windows and len(windows) >= 2
+    assert [m.step for m in history] == [100, 200, 300, 400, 500, 540]
     assert summary["groups"][0]["best_feasible"]["trial_id"] == best.trial_id
     assert summary["compute"]["counterfactual_cpu_s"] > summary["compute"]["cpu_s"] > 0
     # artifacts live in the workspace, not in ./mlruns of wherever perftune ran

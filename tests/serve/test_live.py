@@ -101,7 +101,7 @@ def test_sigterm_under_load_logs_every_successful_response(registered, tmp_path)
         server(registered, "diabetes-clf/1", "--scoring-uri", f"sqlite:///{scoring}") as (process, url),
         Load(url, threads=4) as load,
     ):
-        time.sleep(2)
+        wait_for(lambda: len(load.ok_keys) > 50, "50 answers before the signal")  # however slow the machine
         process.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully (in-flight requests answered, lifespan shutdown flushes the log), then
         # re-raises SIGTERM so that process managers see how it ended
@@ -122,11 +122,11 @@ def test_alias_swap_under_load_fails_no_request(registered):
             server(registered, "diabetes-clf@champion", "--poll-interval", "0.2", "--no-scoring-log") as (_, url),
             Load(url, threads=3) as load,
         ):
-            time.sleep(1)
+            wait_for(lambda: len(load.results) > 10, "answers from v1")  # v1 answers before the swap
             registry.promote("diabetes-clf", "2", reason="swap test")
-            wait_for(lambda: load.results and load.results[-1][1] == "2")
+            wait_for(lambda: load.results and load.results[-1][1] == "2", "the swap to v2")
             registry.rollback("diabetes-clf", reason="swap test")
-            wait_for(lambda: load.results and load.results[-1][1] == "1")
+            wait_for(lambda: load.results and load.results[-1][1] == "1", "the swap back to v1")
             time.sleep(0.5)
     finally:
         if registry.aliases("diabetes-clf")["champion"] != "1":
@@ -139,10 +139,10 @@ def test_alias_swap_under_load_fails_no_request(registered):
     assert versions[0] == "1" and "1" in versions[first_two:]  # 1 → 2 → 1, every request answered
 
 
-def wait_for(condition, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.05)
-    raise AssertionError("timed out waiting for the swap")
+    raise AssertionError(f"no {what} in {timeout:g} s")

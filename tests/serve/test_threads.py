@@ -81,19 +81,25 @@ def test_a_server_pins_its_runtimes_while_it_serves_and_restores_them_when_it_cl
 
 @pytest.fixture
 def measured_with(registered):
-    """``measured_with(threads)``: diabetes-clf v2 tagged as registration tags a version (removed afterwards)."""
+    """``measured_with(threads)``: diabetes-clf v2 tagged as measured with ``threads``, or without the tag for None
+    (a version registered before perftune recorded it); after the test v2 has the tag registration gave it again."""
     from mlflow import MlflowClient
 
     client = MlflowClient(registered.uri)
+    with mlflow_store(registered.uri):
+        registered_with = client.get_model_version("diabetes-clf", "2").tags[THREADS_TAG]
 
-    def tag(threads: int) -> str:
+    def tag(threads: int | None) -> str:
         with mlflow_store(registered.uri):
-            client.set_model_version_tag("diabetes-clf", "2", THREADS_TAG, str(threads))
+            if threads is None:
+                client.delete_model_version_tag("diabetes-clf", "2", THREADS_TAG)
+            else:
+                client.set_model_version_tag("diabetes-clf", "2", THREADS_TAG, str(threads))
         return "diabetes-clf/2"
 
     yield tag
     with mlflow_store(registered.uri):
-        client.delete_model_version_tag("diabetes-clf", "2", THREADS_TAG)
+        client.set_model_version_tag("diabetes-clf", "2", THREADS_TAG, registered_with)
 
 
 def served_threads(registered, reference: str, **values) -> int:
@@ -105,7 +111,8 @@ def served_threads(registered, reference: str, **values) -> int:
 def test_by_default_a_server_runs_on_the_threads_its_version_was_measured_with_at_most_cores_per_worker(
     registered, measured_with
 ):
-    assert served_threads(registered, "diabetes-clf/1") == 1  # no tag: registration measured on 1 thread
+    assert served_threads(registered, "diabetes-clf/1") == 1  # registered by a study of 1 CPU per trial
+    assert served_threads(registered, measured_with(None)) == 1  # no tag: older registrations measured on 1 thread
     assert served_threads(registered, measured_with(1)) == 1
     assert served_threads(registered, measured_with(CORES)) == CORES
     assert served_threads(registered, measured_with(CORES + 3)) == CORES  # never more than the cores
@@ -130,9 +137,10 @@ def test_serving_on_another_setting_than_the_version_was_measured_with_says_so_i
     assert not [r for r in caplog.records if "was measured with" in r.getMessage()]
 
 
-def test_a_version_without_the_tag_is_served_without_a_note(registered, caplog):
+def test_a_version_without_the_tag_is_served_without_a_note(registered, measured_with, caplog):
+    reference = measured_with(None)
     caplog.set_level(logging.INFO, logger="perftune.serve")
-    with TestClient(create_app(registered.settings("diabetes-clf/1", threads=2, scoring_uri=None))) as client:
+    with TestClient(create_app(registered.settings(reference, threads=2, scoring_uri=None))) as client:
         meta = client.get("/v2/models/diabetes-clf").json()
     assert meta["parameters"]["threads"] == 2 and meta["parameters"]["measured_threads"] is None
     assert not [r for r in caplog.records if "was measured with" in r.getMessage()]
@@ -144,5 +152,5 @@ def test_every_worker_of_a_real_server_serves_on_the_threads_it_announced(regist
     with live.server(registered, "diabetes-clf@champion", "--workers", "2", *threads, log_file=log) as (_, url):
         seen = {httpx.get(f"{url}/v2/models/diabetes-clf", timeout=30).json()["parameters"]["threads"]
                 for _ in range(20)}  # fmt: skip
-    expected = int(threads[1]) if threads else 1  # v1 records no setting: 1 thread, as registration measured it
+    expected = int(threads[1]) if threads else 1  # v1 was measured with 1 thread (its tag)
     assert seen == {expected}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+import ray.cloudpickle
 from ray.tune.search import Searcher
 
-from perftune.results import Objective
+from perftune.results import Objective, TrialState
 from perftune.spec import SearchSpec
-from perftune.tuning.search import build_search
+from perftune.tuning.search import build_search, searcher_names
 from perftune.tuning.space import resolve_space
 from perftune.tuning.study_search import SampleSearch, SearchGroup, StudyScheduler, StudySearch
 from perftune.tuning.trial import GROUP_KEY
@@ -15,9 +17,9 @@ OBJ = [Objective("accuracy", "max")]
 RAW = {"batch_size": [8, 16], "learning_rate": [0.001, 0.01], "epochs": 3}
 
 
-def _group(key: str, algorithm: str, num_samples: int = 1) -> SearchGroup:
+def _group(key: str, algorithm: str, num_samples: int = 1, objectives: list[Objective] = OBJ) -> SearchGroup:
     search = SearchSpec(algorithm=algorithm, num_samples=num_samples, space=RAW)
-    setup = build_search(search, resolve_space(search.space, 100), OBJ, "classification", seed=0)
+    setup = build_search(search, resolve_space(search.space, 100), objectives, "classification", seed=0)
     return SearchGroup(key, setup.searcher, setup.num_samples, setup.constants)
 
 
@@ -61,6 +63,39 @@ def test_a_group_searcher_is_told_only_about_its_own_trials(tmp_path):
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert restored.owner == {"t0": "a", "t1": "a", "t2": "b"}
     assert restored.suggest("t3") == Searcher.FINISHED
+
+
+def _copy(search: StudySearch) -> StudySearch:
+    """What Ray does with the search algorithm: the Tuner pickles it as it starts, each checkpoint saves it."""
+    return ray.cloudpickle.loads(ray.cloudpickle.dumps(search))
+
+
+def _result(i: int) -> dict:
+    return {"accuracy": 0.5 + 0.03 * i, "train_time_s": 1.0 / (1 + i), "trial_status": TrialState.COMPLETED}
+
+
+@pytest.mark.parametrize("objectives", [OBJ, [*OBJ, Objective("train_time_s", "min")]], ids=["single", "multi"])
+@pytest.mark.parametrize("algorithm", searcher_names())
+def test_the_search_pickles_at_any_moment_and_its_copy_goes_on_as_the_original_would(algorithm, objectives):
+    """Fresh, with trials running, after completed trials: a copy suggests what the original suggests next, and
+    takes the results of trials suggested before it was made (NSGA-II's sampler holds a lock: see samplers.py)."""
+    search = StudySearch([_group("g", algorithm, num_samples=20, objectives=objectives)])  # 19 are asked for
+    running: list[str] = []
+    for i in range(14):  # past TPE's 10 random start-up trials
+        copy = _copy(search)
+        suggested = search.suggest(f"t{i}")
+        assert isinstance(suggested, dict) and copy.suggest(f"t{i}") == suggested
+        running.append(f"t{i}")
+        if i % 3 == 2:  # complete two of the running trials, in both
+            for trial_id in running[:2]:
+                for searcher in (search, copy):
+                    searcher.on_trial_complete(trial_id, _result(int(trial_id[1:])))
+            del running[:2]
+            assert copy.suggest(f"n{i}") == search.suggest(f"n{i}")  # the copy learnt what the original did
+            search.on_trial_complete(f"n{i}", None, error=True)  # a failed trial
+    copy = _copy(search)
+    suggested = search.suggest("t14")
+    assert isinstance(suggested, dict) and copy.suggest("t14") == suggested
 
 
 def test_random_search_is_seeded_and_tries_points_first():

@@ -140,17 +140,32 @@ def test_a_step_hanging_in_python_is_interrupted_and_keeps_its_partial_metrics(d
     assert normal["trial_status"] == COMPLETED and "stop_reason" not in normal
 
 
-def test_a_scheduler_stop_inside_a_report_is_not_turned_into_a_budget_stop(diabetes):
+def test_a_scheduler_stop_inside_a_report_is_not_turned_into_a_budget_stop(diabetes, monkeypatch):
     """Ray raises SystemExit in tune.report when a scheduler (ASHA) stops the trial. When the budget breaks
     while that report waits, the trial must still end with the SystemExit: had the watchdog turned it into a
-    budget stop, the trial would report again, its thread would never end and Ray would replace the worker."""
+    budget stop, the trial would report again, its thread would never end and Ray would replace the worker.
+
+    The budget is on memory (train_time_s stands still inside a report): the report allocates past it and
+    returns only once the watchdog has seen the breach, so the order of events is the same however busy the
+    machine is."""
+    tripped = threading.Event()
+    trip = watchdog_module.Watchdog._trip
+
+    def noting_the_trip(self, *args):
+        tripped.set()
+        trip(self, *args)  # returns once the training thread has unwound
+
+    monkeypatch.setattr(watchdog_module.Watchdog, "_trip", noting_the_trip)
+    budget = round(unique_memory_mb(psutil.Process()) + 200)
 
     def report(result: dict) -> None:
-        time.sleep(0.3)  # the driver decides meanwhile; the 0.1 s budget breaks while the report waits
-        raise SystemExit(0)
+        blob = np.ones(int(2 * budget * _MB / 8))  # the budget breaks while the report waits for the driver
+        assert tripped.wait(60), "the watchdog did not see the broken memory budget in 60 s"
+        del blob
+        raise SystemExit(0)  # the driver's answer: a scheduler stopped the trial
 
     with pytest.raises(SystemExit):
-        run_trial(CONFIG, diabetes, settings(SGDLogistic, "train_time_s <= 0.1"), report)
+        run_trial(CONFIG, diabetes, settings(SGDLogistic, f"memory_mb <= {budget}"), report)
     assert no_watchdog_thread()
     # nothing is left pending in this thread
     normal = run_trial({**CONFIG, "batch_size": 32}, diabetes, settings(SGDLogistic, "train_time_s <= 60"), list)

@@ -127,6 +127,10 @@ _m("sparsity", "max", "final", "none", "fraction of weights that are zero after 
 # registration of a PyTorch network: both runtimes measured on the same rows (the plain metrics are the served one's)
 _m("latency_ms_p95_torch", "min", "final", "none", "single-row latency p95 with torch's forward pass (ms)")
 _m("latency_ms_p95_onnx", "min", "final", "none", "single-row latency p95 with onnxruntime's forward pass (ms)")
+for _runtime, _who in (("torch", "torch's"), ("onnx", "onnxruntime's")):
+    for _end, _side in (("low", "lower"), ("high", "upper")):
+        _m(f"latency_ms_p95_{_end}_{_runtime}", "min", "final", "none",
+           f"{_side} end of the 95 % interval of the latency p95 with {_who} forward pass (ms)")  # fmt: skip
 _m("throughput_rps_torch", "max", "final", "none", "rows per second in batches with torch's forward pass")
 _m("throughput_rps_onnx", "max", "final", "none", "rows per second in batches with onnxruntime's forward pass")
 _m("model_size_bytes_onnx", "min", "final", "none", "size of the network's ONNX export")

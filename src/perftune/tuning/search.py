@@ -62,15 +62,15 @@ def _optuna_search(sampler_factory: Callable[[int], Any]) -> Callable[..., Any]:
 
 
 def _tpe(seed: int) -> Any:
-    import optuna
+    from perftune.tuning.samplers import TPESampler
 
-    return optuna.samplers.TPESampler(seed=seed)
+    return TPESampler(seed=seed)
 
 
 def _nsga2(seed: int) -> Any:
-    import optuna
+    from perftune.tuning.samplers import NSGAIISampler  # Optuna's holds a lock that cannot be pickled
 
-    return optuna.samplers.NSGAIISampler(seed=seed)
+    return NSGAIISampler(seed=seed)
 
 
 def _random(space: dict[str, Resolved], objectives: list[Objective], seed: int, points: list[dict]) -> Any:
