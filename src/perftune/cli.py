@@ -252,8 +252,11 @@ def register(
     ] = None,
 ) -> None:
     """Refit the best feasible trial, test it on held-out data, gate it, and register it as `challenger`."""
+    from perftune.registry.catalog import ModelRegistry
     from perftune.registry.register import register as register_trial
+    from perftune.registry.register import store_of
 
+    _recover(ModelRegistry(store_of(run, tracking_uri))).close()
     result = register_trial(
         run, name, dataset=dataset, model=model, trial_id=trial, force=force, tracking_uri=tracking_uri
     )
@@ -281,15 +284,26 @@ TrackingUri = Annotated[
 Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the audit log.")]
 
 
-def _registry(tracking_uri: str | None, workspace: Path | None):  # -> ModelRegistry
+def _registry(tracking_uri: str | None, workspace: Path | None, recover: bool = False):  # -> ModelRegistry
+    """The registry of the store; ``recover``: first settle what interrupted commands left there."""
     from perftune.registry.catalog import ModelRegistry
 
-    return ModelRegistry(_settings(tracking_uri=tracking_uri, workspace=workspace).existing_tracking_uri())
+    registry = ModelRegistry(_settings(tracking_uri=tracking_uri, workspace=workspace).existing_tracking_uri())
+    return _recover(registry) if recover else registry
+
+
+def _recover(registry):  # -> ModelRegistry
+    """Settle what interrupted register/promote/rollback/retrain commands left in the store; one line each."""
+    from perftune.registry.recovery import recover
+
+    for line in recover(registry):
+        err_console.print(f"[yellow]recovered:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    return registry
 
 
 def _move(tracking_uri: str | None, workspace: Path | None, name: str, action: Callable[[Any], Any], note: str = ""):
     """Run one alias move on the registry and print it (``name alias: vA → vB``)."""
-    entry = action(_registry(tracking_uri, workspace))
+    entry = action(_registry(tracking_uri, workspace, recover=True))
     console.print(f"{name} {entry.move()}{note}")
 
 
@@ -304,7 +318,7 @@ def models_list(ctx: typer.Context, tracking_uri: TrackingUri = None, workspace:
         return
     from perftune.console import models_table
 
-    registry = _registry(tracking_uri, workspace)
+    registry = _registry(tracking_uri, workspace, recover=True)
     console.print(models_table(registry.models(), registry.tracking_uri))
 
 
@@ -396,8 +410,10 @@ def _retrainer(name: str, spec: Path | None, scoring_uri: str | None, tracking_u
 
     given = _settings(scoring_uri=scoring_uri, tracking_uri=tracking_uri, workspace=workspace)
     explicit = workspace is not None or bool(os.environ.get("PERFTUNE_WORKSPACE"))
-    return Retrainer(name, given.existing_tracking_uri(), given.scoring_uri_or_default(),
-                     given.workspace if explicit else None, load_spec(spec) if spec else None, say)  # fmt: skip
+    retrainer = Retrainer(name, given.existing_tracking_uri(), given.scoring_uri_or_default(),
+                          given.workspace if explicit else None, load_spec(spec) if spec else None, say)  # fmt: skip
+    _recover(retrainer.registry)
+    return retrainer
 
 
 @app.command()

@@ -39,7 +39,8 @@ audit_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("model", sa.String(256), nullable=False, index=True),
-    # register | promote | rollback | archive; decisions that move no alias: retrain | keep | probation
+    # register | promote | rollback | archive; decisions that move no alias: retrain | keep | probation;
+    # interrupted: what recovery marked of a command that was killed (perftune.registry.recovery)
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("alias", sa.String(64), nullable=True),  # None for archive
     sa.Column("from_version", sa.String(32), nullable=True),
@@ -74,6 +75,8 @@ class AuditEntry:
     def move(self) -> str:
         if self.action == "archive":
             return f"v{self.to_version} archived"
+        if self.action == "interrupted":  # what recovery marked: a register's version, a retraining's champion
+            return f"v{self.to_version} {(self.details or {}).get('op', '')} interrupted".replace("  ", " ")
         if self.alias is None:  # a decision that moved no alias
             return f"v{self.to_version} {DECISIONS.get(self.action, self.action)}"
         before = f"v{self.from_version}" if self.from_version else "—"

@@ -2,22 +2,30 @@
 
 MLflow's model registry holds the versions, their tags and aliases; perftune adds the rules (an archived or
 gate-failed version is not promoted by accident, rollback knows the previous champion) and the audit log
-(:mod:`perftune.registry.audit`) in the same database.
+(:mod:`perftune.registry.audit`) in the same database. Every alias move is journaled
+(:mod:`perftune.registry.journal`): begun before the alias moves, settled in the transaction of its audit row, so
+a move killed in between is found and finished by :mod:`perftune.registry.recovery`. A version whose registration
+has not settled (tag ``perftune.pending``, or marked ``interrupted`` by recovery) is neither promoted nor served.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from perftune._faults import checkpoint
 from perftune.errors import PerftuneError, UsageError
-from perftune.registry.audit import AuditEntry, AuditLog, champion_stack
+from perftune.registry.audit import AuditEntry, AuditLog, champion_stack, current_user
+from perftune.registry.journal import Journal, OperationState
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 STATUS_TAG = "perftune.status"
 ARCHIVED = "archived"
+INTERRUPTED = "interrupted"  # left by a register that was killed before its alias and audit row (see recovery)
+PENDING_TAG = "perftune.pending"  # the journal id of the register that made the version, until it settles
 RETRAIN_PREFIX = "perftune.retrain."  # tags the retraining loop sets on the versions it makes
 # what `perftune models` shows of a version, in order; the first ML metric present is shown
 KEY_METRICS = ("accuracy", "rmse", "test_loss", "latency_ms_p95", "throughput_rps", "model_size_bytes")
@@ -70,6 +78,7 @@ class ModelRegistry:
 
         self.tracking_uri = tracking_uri
         self.audit = AuditLog(tracking_uri)
+        self.journal = Journal(self.audit.engine)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def close(self) -> None:
@@ -133,6 +142,7 @@ class ModelRegistry:
                 f"{version.name} v{version.version} is archived and cannot be served or deployed; "
                 "promote or name another version"
             )
+        self.check_settled(version)
         return version
 
     def aliases(self, name: str) -> dict[str, str]:
@@ -142,6 +152,29 @@ class ModelRegistry:
     @staticmethod
     def is_archived(version: Any) -> bool:
         return version.tags.get(STATUS_TAG) == ARCHIVED
+
+    def check_settled(self, version: Any) -> None:
+        """Refuse a version whose registration did not settle: still running, or killed before its alias and
+        audit row (recovered: status ``interrupted``; not yet recovered: tag ``perftune.pending``)."""
+        name, number = version.name, str(version.version)
+        if version.tags.get(STATUS_TAG) == INTERRUPTED:
+            raise UsageError(
+                f"{name} v{number} was left by an interrupted `perftune register` (status interrupted): it never "
+                "became challenger and cannot be promoted or served; register the trial again"
+            )
+        unsettled = [o for o in self.journal.unsettled(name) if str(o.details.get("version")) == number]
+        pending = version.tags.get(PENDING_TAG)
+        if pending is not None and pending.isdigit():
+            found = self.journal.get(int(pending))
+            unsettled += [found] if found is not None and found.unsettled else []
+        for operation in unsettled:
+            if not operation.gone():
+                raise UsageError(f"{name} v{number} is in a `perftune {operation.op}` that is still running "
+                                 f"({operation.who()}); wait until it finishes")  # fmt: skip
+            raise UsageError(
+                f"{name} v{number}'s `perftune {operation.op}` was interrupted and is not recovered yet; run "
+                "`perftune models` (every registry command recovers what an interrupted one left) and try again"
+            )
 
     # ---------------------------------------------------------------------------------------- reading
 
@@ -201,7 +234,7 @@ class ModelRegistry:
             name=name,
             version=str(v.version),
             aliases=sorted(v.aliases),
-            status=ARCHIVED if self.is_archived(v) else "active",
+            status=v.tags.get(STATUS_TAG) or ("pending" if PENDING_TAG in v.tags else "active"),
             created_at=int(v.creation_timestamp),
             source=v.source,
             run_id=v.run_id,
@@ -220,33 +253,38 @@ class ModelRegistry:
 
     # ---------------------------------------------------------------------------------------- moves
 
-    def set_challenger(self, name: str, version: str, reason: str = "", user: str | None = None) -> AuditEntry:
-        """A newly registered version becomes the challenger."""
+    def set_challenger(
+        self, name: str, version: str, reason: str = "", user: str | None = None, op: int | None = None
+    ) -> AuditEntry:
+        """A newly registered version becomes the challenger (and loses its pending tag); ``op``: the register's
+        journal entry, settled with the audit row."""
         with self.audit.locked(name) as conn:
             before = self.aliases(name).get(CHALLENGER)
-            return self._move(conn, name, "register", CHALLENGER, before, version, reason, user)
+            return self._move(conn, name, "register", CHALLENGER, before, version, reason, user, op=op)
 
     def promote(
         self, name: str, version: str | int, reason: str = "", force: bool = False, user: str | None = None,
-        details: dict[str, Any] | None = None, expect: str | None = None,
+        details: dict[str, Any] | None = None, expect: str | None = None, op: int | None = None,
     ) -> AuditEntry:  # fmt: skip
         """Point ``champion`` at ``version``; the previous champion is remembered for ``rollback``. ``expect``:
-        promote only if ``expect`` is still the champion (the one the version was compared with)."""
-        target = self.version(name, version)
-        number = str(target.version)
-        if self.is_archived(target):
-            raise UsageError(f"{name} v{number} is archived; archived versions cannot be promoted")
-        if target.tags.get("perftune.gate") == "failed" and not force:
-            raise UsageError(
-                f"{name} v{number} failed its gate (registered with --force); promote it with --force if you must"
-            )
-        with self.audit.locked(name) as conn:
+        promote only if ``expect`` is still the champion (the one the version was compared with). ``op``: a
+        journal entry of the caller's (a retraining) that this move settles."""
+        with self.audit.locked(name) as conn:  # read under the lock: a register settling now has settled
+            target = self.version(name, version)
+            number = str(target.version)
+            if self.is_archived(target):
+                raise UsageError(f"{name} v{number} is archived; archived versions cannot be promoted")
+            self.check_settled(target)
+            if target.tags.get("perftune.gate") == "failed" and not force:
+                raise UsageError(
+                    f"{name} v{number} failed its gate (registered with --force); promote it with --force if you must"
+                )
             before = self.aliases(name).get(CHAMPION)
             if expect is not None and before != expect:
                 raise UsageError(f"{name}'s champion is v{before or '—'} now, not v{expect}; v{number} not promoted")
             if before == number:
                 raise UsageError(f"{name} v{number} is already the champion")
-            return self._move(conn, name, "promote", CHAMPION, before, number, reason, user, details)
+            return self._move(conn, name, "promote", CHAMPION, before, number, reason, user, details, op)
 
     def rollback(
         self, name: str, reason: str = "", user: str | None = None, details: dict[str, Any] | None = None,
@@ -278,11 +316,15 @@ class ModelRegistry:
 
     def record(
         self, name: str, action: str, version: str, reason: str, details: dict[str, Any] | None = None,
-        user: str | None = None,
+        user: str | None = None, op: int | None = None,
     ) -> AuditEntry:  # fmt: skip
-        """A decision that moves no alias (``retrain``, ``keep``, ``probation``), in the same audit log."""
+        """A decision that moves no alias (``retrain``, ``keep``, ``probation``), in the same audit log; ``op``: a
+        journal entry this decision settles (in the audit row's transaction)."""
         with self.audit.locked(name) as conn:
-            return self.audit.append(conn, name, action, None, None, str(version), reason, user, details)
+            entry = self.audit.append(conn, name, action, None, None, str(version), reason, user, details)
+            if op is not None:
+                self.journal.finish(op, conn=conn)
+            return entry
 
     def champion_since(self, name: str) -> AuditEntry | None:
         """The audit row that made the current champion (None when it was set outside perftune)."""
@@ -321,16 +363,41 @@ class ModelRegistry:
         reason: str,
         user: str | None,
         details: dict[str, Any] | None = None,
+        op: int | None = None,
     ) -> AuditEntry:
+        """Move ``alias`` to ``after`` and write its audit row in ``conn``. The move is journaled first (in ``op``,
+        the caller's entry, or its own), so a kill between the alias and the audit row is recovered; the audit row
+        settles the entry in the same transaction."""
+        before = None if before is None else str(before)
+        move = {"action": action, "alias": alias, "before": before, "after": after, "reason": reason,
+                "user": user or current_user(), "details": details}  # fmt: skip
+        own = op is None
+        step = f"the move of {alias} to v{after} began"
+        if op is None:
+            op = self.journal.begin(action, name, {"version": after, "move": move}, step)
+        else:
+            self.journal.step(op, step, move=move)
+        checkpoint(f"{action}.before_alias")
         self.client.set_registered_model_alias(name, alias, after)
+        checkpoint(f"{action}.after_alias")
         try:
-            return self.audit.append(
-                conn, name, action, alias, None if before is None else str(before), after, reason, user, details
-            )
-        except Exception:
+            if action == "register":
+                self.unpend(name, after)
+            entry = self.audit.append(conn, name, action, alias, before, after, reason, move["user"], details)
+            self.journal.finish(op, conn=conn)
+            return entry
+        except Exception as exc:
             # no move without its audit row: put the alias back
             if before is None:
                 self.client.delete_registered_model_alias(name, alias)
             else:
                 self.client.set_registered_model_alias(name, alias, before)
+            if own:
+                with contextlib.suppress(Exception):
+                    self.journal.finish(op, OperationState.FAILED, f"alias put back: {exc}")
             raise
+
+    def unpend(self, name: str, version: str) -> None:
+        """Drop a version's pending tag (its registration settles)."""
+        if PENDING_TAG in self.client.get_model_version(name, version).tags:
+            self.client.delete_model_version_tag(name, version, PENDING_TAG)

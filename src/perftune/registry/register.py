@@ -21,6 +21,7 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
+from perftune._faults import checkpoint
 from perftune.data import Locations, load_dataset
 from perftune.data.dataset import Dataset
 from perftune.data.split import Fold, PreparedData, holdout_split, standardize, weighted_draw
@@ -29,8 +30,9 @@ from perftune.measure.inference import Candidate, InferenceMeter, compare
 from perftune.measure.probe import Probe
 from perftune.measure.threads import THREADS_TAG
 from perftune.models.base import get_family
-from perftune.registry.catalog import ModelRegistry
+from perftune.registry.catalog import PENDING_TAG, ModelRegistry
 from perftune.registry.gate import GateCheck, run_gate
+from perftune.registry.journal import OPERATION_TAG
 from perftune.results import StudyResult, TrialRecord, TrialState, best_trial, load_study
 from perftune.spec import DatasetSpec, EvaluationSpec, MonitorSpec, Spec, parse_spec
 from perftune.track.lineage import environment_tags, git_state
@@ -403,6 +405,13 @@ def refit_version(version: Any, purpose: str) -> Refitted:
     return refit(RefitPlan.from_json(recipe), runtimes=False)  # what it derives needs no runtime comparison
 
 
+def store_of(out: Path | str, tracking_uri: str | None = None, study: StudyResult | None = None) -> str:
+    """The MLflow store ``register`` writes to: ``tracking_uri``, else the study's own."""
+    if tracking_uri:
+        return normalize_tracking_uri(tracking_uri)
+    return (study or load_study(out)).tracking["uri"]
+
+
 def register(
     out: Path | str,
     name: str,
@@ -419,7 +428,6 @@ def register(
     tagged ``gate=failed``). ``tracking_uri`` registers in another store than the study's.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
     out = Path(out)
     study = load_study(out)
@@ -450,8 +458,7 @@ def register(
             + "; ".join(c.message() for c in checks if not c.passed)
             + " (use --force to register anyway, tagged gate=failed)"
         )
-    from perftune.explain.importance import log_importance
-    from perftune.monitor.reference import budgets_of, log_profile
+    from perftune.monitor.reference import budgets_of
 
     profile = refitted.profile(spec.monitor, budgets_of(spec.constraints))  # a bad monitor: section fails here
     from perftune.explain.attributions import NotExplainable
@@ -461,7 +468,7 @@ def register(
     except NotExplainable as exc:  # registered without a global importance; perftune explain says why
         log.info("no global importance: %s", exc)
         importance = None
-    uri = normalize_tracking_uri(tracking_uri) if tracking_uri else study.tracking["uri"]
+    uri = store_of(out, tracking_uri, study)
     registry = ModelRegistry(uri)  # fails early (before any write) on a store without an audit log
     client = registry.client
     if uri == study.tracking["uri"]:
@@ -473,16 +480,43 @@ def register(
             if found
             else client.create_experiment(spec.tracking.experiment, artifact_location=spec.artifact_location())
         )
-    run = client.create_run(experiment_id, run_name=f"register-{name}", tags={**lineage, "perftune.kind": "register"})
-    run_id = run.info.run_id
+    reason = f"registered from {study.name} trial {trial.trial_id}"
+    # journaled (perftune.registry.journal): a kill at any point leaves what recovery settles, never a version
+    # that can be promoted without its gate, alias and audit row
+    with registry.journal.operation("register", name, {"experiments": [experiment_id], "trial": trial.trial_id}) as op:
+        tags = {**lineage, "perftune.kind": "register", OPERATION_TAG: str(op)}
+        run_id = client.create_run(experiment_id, run_name=f"register-{name}", tags=tags).info.run_id
+        registry.journal.step(op, "its run was created", run_id=run_id)
+        checkpoint("register.after_create_run")
+        info = _log_register_run(client, uri, run_id, refitted, checks, profile, importance)
+        checkpoint("register.after_log_model")
+        client.set_terminated(run_id)
+        with mlflow_store(uri):  # the fluent call reads MLflow's process-wide URIs
+            version = mlflow.register_model(info.model_uri, name, tags={
+                **lineage, **{f"test.{k}": f"{v:.6g}" for k, v in metrics.items()}, PENDING_TAG: str(op)})  # fmt: skip
+        registry.journal.step(op, "its version was registered", version=str(version.version))
+        checkpoint("register.after_register_model")
+        registry.set_challenger(name, str(version.version), reason=reason, op=op)
+    registry.close()
+    return Registered(name, str(version.version), trial, metrics, checks, run_id, lineage)
+
+
+def _log_register_run(
+    client: Any, uri: str, run_id: str, refitted: Refitted, checks: list[GateCheck], profile: ReferenceProfile,
+    importance: tuple[list[FeatureImportance], Method] | None,
+) -> Any:  # fmt: skip
+    """Log the register run: test metrics, gate, reference profile, importance, ONNX export and the model."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from perftune.explain.importance import log_importance
+    from perftune.monitor.reference import log_profile
+
+    now = int(time.time() * 1000)
     client.log_batch(
-        run_id,
-        metrics=[
-            mlflow.entities.Metric(f"test.{k}", v, int(time.time() * 1000), 0)
-            for k, v in metrics.items()
-            if np.isfinite(v)
-        ],
-    )
+        run_id, metrics=[mlflow.entities.Metric(f"test.{k}", v, now, 0) for k, v in refitted.metrics.items()
+                         if np.isfinite(v)],
+    )  # fmt: skip
     client.log_dict(run_id, [c.__dict__ for c in checks], "gate.json")
     log_profile(client, run_id, profile)
     if importance is not None:
@@ -495,19 +529,11 @@ def register(
             path = Path(folder) / artifact.name
             path.write_bytes(refitted.onnx)
             client.log_artifact(run_id, str(path), str(artifact.parent))
-    with mlflow_store(uri):  # the fluent calls below read MLflow's process-wide URIs
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.sklearn.log_model(
-                refitted.pipeline,
-                name="model",
-                serialization_format="cloudpickle",
-                signature=infer_signature(refitted.frame, refitted.predictions),
-                input_example=refitted.frame[:2],
-            )
-        client.set_terminated(run_id)
-        version = mlflow.register_model(
-            info.model_uri, name, tags={**lineage, **{f"test.{k}": f"{v:.6g}" for k, v in metrics.items()}}
+    with mlflow_store(uri), mlflow.start_run(run_id=run_id):  # the fluent calls read MLflow's process-wide URIs
+        return mlflow.sklearn.log_model(
+            refitted.pipeline,
+            name="model",
+            serialization_format="cloudpickle",
+            signature=infer_signature(refitted.frame, refitted.predictions),
+            input_example=refitted.frame[:2],
         )
-    registry.set_challenger(name, str(version.version), reason=f"registered from {study.name} trial {trial.trial_id}")
-    registry.close()
-    return Registered(name, str(version.version), trial, metrics, checks, run_id, lineage)

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from perftune._faults import checkpoint
 from perftune.errors import PerftuneError, UsageError
 from perftune.registry.catalog import CHAMPION, ModelRegistry
 from perftune.spec import Spec, parse_spec
@@ -182,31 +183,49 @@ class Retrainer:
             self._step(outcome, "skip", waiting)
             return outcome
 
+        if dry_run:
+            self._retrain(champion, spec, trigger, since, now, outcome, op=None)
+            return outcome
+        # journaled (perftune.registry.journal): a kill leaves what the next registry command settles
+        with self.registry.journal.operation("retrain", self.name, {"champion": number, "reasons": reasons}) as op:
+            self._retrain(champion, spec, trigger, since, now, outcome, op)
+        return outcome
+
+    def _retrain(self, champion: Any, spec: Spec, trigger: dict[str, Any], since: datetime | None, now: datetime,
+                 outcome: Outcome, op: int | None) -> None:  # fmt: skip
+        """Data → search → study → challenger → comparison → decision; ``op``: the journal entry (None: a dry run,
+        which stops after the search plan and changes nothing)."""
         from perftune.retrain import data as retrain_data
 
-        assembled = retrain_data.assemble(champion, self.engine, policy.data, since, now, spec.seed)
-        if not dry_run:
+        number, journal = str(champion.version), self.registry.journal
+        assembled = retrain_data.assemble(champion, self.engine, spec.retrain.data, since, now, spec.seed)
+        if op is not None:
             retrain_data.store(assembled, self.workspace, self.name)
+            journal.step(op, "its data was stored", store=assembled.reference)
+            checkpoint("retrain.after_data")
         where = f" as store:{assembled.reference}" if assembled.stored is not None else ""
         self._step(outcome, "data", assembled.describe() + where, **assembled.lineage,
                    version=assembled.reference if assembled.stored else None)  # fmt: skip
 
-        search = self._search(champion, spec, assembled, now, dry_run)
+        search = self._search(champion, spec, assembled, now, dry_run=op is None)
         self._step(outcome, "search", search.describe(), trials=search.trials, points=search.points,
                    warm_start=search.source)  # fmt: skip
-        if dry_run:
+        if op is None:
             self._step(outcome, "skip", "dry run: nothing trained, registered or moved")
-            return outcome
+            return
 
-        self.registry.record(self.name, "retrain", number, "; ".join(reasons),
+        self.registry.record(self.name, "retrain", number, "; ".join(trigger["reasons"]),
                              {"trigger": trigger, "data": assembled.lineage, "store": assembled.reference,
-                              "search": {"trials": search.trials, "warm_start": search.source}})  # fmt: skip
-        challenger = self._train_and_register(search, champion, trigger, assembled, outcome)
+                              "search": {"trials": search.trials, "warm_start": search.source},
+                              "operation": op})  # fmt: skip
+        journal.step(op, "its retrain audit row was written")
+        checkpoint("retrain.after_record")
+        challenger = self._train_and_register(search, champion, trigger, assembled, outcome, op)
         if challenger is None:
-            return outcome
+            return
         outcome.challenger = challenger
-        self._compare_and_decide(spec, champion, challenger, assembled, outcome)
-        return outcome
+        checkpoint("retrain.after_register")
+        self._compare_and_decide(spec, champion, challenger, assembled, outcome, op)
 
     def _check(self, spec: Spec, save: bool = True) -> Any:
         from perftune.monitor.check import Monitor
@@ -235,12 +254,16 @@ class Retrainer:
         )  # fmt: skip
 
     def _train_and_register(self, search: Any, champion: Any, trigger: dict[str, Any], assembled: Any,
-                            outcome: Outcome) -> str | None:  # fmt: skip
+                            outcome: Outcome, op: int) -> str | None:  # fmt: skip
         from perftune.registry.register import register
         from perftune.tuning.engine import run_study
 
         out = Path(self.workspace) / "runs" / (search.spec.name or "retrain")
+        study_run = {"experiment": search.spec.tracking.experiment, "tag": ["mlflow.runName", search.spec.name]}
+        self.registry.journal.step(op, "its study began", study_out=str(out), runs=[study_run])
         study = run_study(search.spec, out=out)
+        self.registry.journal.step(op, "its study finished")
+        checkpoint("retrain.after_study")
         counts: dict[str, int] = {}
         for t in study.trials:
             counts[t.status] = counts.get(t.status, 0) + 1
@@ -252,9 +275,11 @@ class Retrainer:
             registered = register(out, self.name, tracking_uri=self.registry.tracking_uri)
         except PerftuneError as exc:  # GateFailed among them: nothing was registered
             self._step(outcome, "keep", f"no challenger: {exc}")
-            self.registry.record(self.name, "keep", str(champion.version), f"retraining produced no challenger: {exc}")
+            self.registry.record(self.name, "keep", str(champion.version), f"retraining produced no challenger: {exc}",
+                                 op=op)  # fmt: skip
             return None
         version = str(registered.version)
+        self.registry.journal.step(op, f"its challenger v{version} was registered", challenger=version)
         origin, origin_dataset = _origin(champion)
         tags = {
             ORIGIN_TAG: origin,
@@ -271,7 +296,7 @@ class Retrainer:
         return version
 
     def _compare_and_decide(self, spec: Spec, champion: Any, challenger: str, assembled: Any,
-                            outcome: Outcome) -> None:  # fmt: skip
+                            outcome: Outcome, op: int) -> None:  # fmt: skip
         from perftune.explain.importance import load_importance
         from perftune.retrain import data as retrain_data
         from perftune.retrain import evaluate
@@ -291,7 +316,7 @@ class Retrainer:
         if not comparisons:
             reason = (f"fewer than {retrain_data.MIN_HOLDOUT_ROWS} labelled rows to compare v{number} and "
                       f"v{challenger} on")  # fmt: skip
-            self._keep(outcome, challenger, reason, {"reasons": [reason]})
+            self._keep(outcome, challenger, reason, {"reasons": [reason]}, op)
             return
         deciding = "recent" if "recent" in comparisons else "test split"
         measured = evaluate.measure(a, b, assembled.test_X, columns, spec.evaluation.latency_rows,
@@ -321,20 +346,20 @@ class Retrainer:
         if decision.promote:
             try:
                 self.registry.promote(self.name, challenger, reason=f"retrained challenger beats v{number}: {reason}",
-                                      details=details, expect=number)  # fmt: skip
+                                      details=details, expect=number, op=op)  # fmt: skip
             except UsageError as exc:  # the champion moved while the challenger trained: it was not compared
-                self._keep(outcome, challenger, str(exc), details)
+                self._keep(outcome, challenger, str(exc), details, op)
                 return
             client.set_model_version_tag(self.name, challenger, "perftune.retrain.decision", "promoted")
             outcome.promoted = True
             self._step(outcome, "promote", f"v{challenger} promoted to champion: {reason}")
         else:
             client.set_model_version_tag(self.name, challenger, "perftune.retrain.decision", "kept: " + reason[:4000])
-            self._keep(outcome, challenger, reason, details)
+            self._keep(outcome, challenger, reason, details, op)
 
-    def _keep(self, outcome: Outcome, challenger: str, reason: str, details: dict[str, Any]) -> None:
-        """The challenger stays challenger: an audit row and a step, with the reason."""
-        self.registry.record(self.name, "keep", challenger, f"kept as challenger: {reason}", details)
+    def _keep(self, outcome: Outcome, challenger: str, reason: str, details: dict[str, Any], op: int) -> None:
+        """The challenger stays challenger: an audit row (settling the retraining's journal entry) and a step."""
+        self.registry.record(self.name, "keep", challenger, f"kept as challenger: {reason}", details, op=op)
         self._step(outcome, "keep", f"v{challenger} kept as challenger: {reason}")
 
 
