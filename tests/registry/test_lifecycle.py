@@ -147,3 +147,33 @@ def test_concurrent_promotes_keep_aliases_and_audit_consistent(backend):
     assert registry.aliases("race")[CHAMPION] == promotes[-1].to_version
     assert champion_stack(registry.history("race"), CHAMPION)[-1] == promotes[-1].to_version
     registry.close()
+
+
+def test_a_version_still_being_registered_is_refused_and_one_left_by_a_failed_register_is_settled(backend):
+    """A register that is still running (this process) holds its version back; once it raised and left it
+    (abandoned), the next registry command marks the version interrupted, in one line, and promote refuses it."""
+    from perftune.registry.catalog import PENDING_TAG
+    from perftune.registry.journal import OperationState
+
+    out, uri = backend
+    cli("register", str(out), "--name", "pend", "--tracking-uri", uri)
+    registry = ModelRegistry(uri)
+    first = registry.version("pend", "1")
+    op = registry.journal.begin("register", "pend", {})
+    with mlflow_store(uri):
+        registry.client.create_model_version("pend", first.source, run_id=first.run_id,
+                                             tags={**first.tags, PENDING_TAG: str(op)})  # fmt: skip
+    assert "is in a `perftune register` that is still running (pid" in cli_error("promote", "pend", "2",
+                                                                                 "--tracking-uri", uri)  # fmt: skip
+    assert registry.show("pend", "2").status == "pending"
+
+    registry.journal.finish(op, OperationState.ABANDONED, "OSError: disk full")
+    listing = cli("models", "--tracking-uri", uri)
+    assert "recovered: register pend was interrupted (failed after it began: OSError: disk full); v2 marked " in listing
+    assert "recovered:" not in cli("models", "--tracking-uri", uri)
+    assert "was left by an interrupted `perftune register`" in cli_error("promote", "pend", "2", "--tracking-uri", uri)
+    assert registry.show("pend", "2").status == "interrupted"
+    last = registry.history("pend")[-1]
+    assert (last.action, last.to_version, last.move()) == ("interrupted", "2", "v2 register interrupted")
+    assert registry.journal.get(op).state == OperationState.INTERRUPTED
+    registry.close()

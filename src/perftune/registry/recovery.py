@@ -107,11 +107,12 @@ def _complete_move(registry: ModelRegistry, operation: Operation, move: dict[str
 
 
 def _mark_interrupted(registry: ModelRegistry, operation: Operation) -> str:
-    """A register killed before its alias: the version it made (found by its pending tag) cannot be used."""
-    model, op_id = operation.model, str(operation.id)
+    """A register killed before its alias: the version it made (found by its pending tag, or as recorded: a
+    register that raised after dropping the tag) cannot be used."""
+    model, op_id, recorded = operation.model, str(operation.id), str(operation.details.get("version"))
     try:
         versions = [v for v in registry.client.search_model_versions(f"name = '{model}'")
-                    if v.tags.get(PENDING_TAG) == op_id]  # fmt: skip
+                    if v.tags.get(PENDING_TAG) == op_id or str(v.version) == recorded]  # fmt: skip
     except Exception:  # no such registered model: nothing was registered
         versions = []
     with registry.audit.locked(model) as conn:
