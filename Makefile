@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Offline copies of the datasets (tests and the demo never download).
 export PERFTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: demo test lint venv clean bench bench-serving bench-drift bench-contention browser thesis
+.PHONY: demo test lint venv clean bench bench-serving bench-drift bench-contention bench-busy browser thesis
 
 $(BIN)/perftune: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-drift: venv
 # CONTENTION_ARGS="--code before=../wt-before/src --code after=src" (--quick: a smoke run, --only: some decisions).
 bench-contention: venv
 	$(BIN)/python benchmarks/contention.py $(CONTENTION_ARGS)
+
+# How busy the thesis's budgets / ASHA / budgets + ASHA runs keep the cores, on a part of thesis-small (minutes, not
+# an hour). BUSY_ARGS="--code before=../wt-before/src --code after=src" compares checkouts side by side.
+bench-busy: venv
+	$(BIN)/python benchmarks/busy_cores.py $(BUSY_ARGS)
 
 # The thesis experiment on 2 cores (≤ 1 hour): five runs of examples/thesis-small.yaml (full grid, budgets, ASHA,
 # budgets + ASHA, one epoch + top k), then the generated Results chapter docs/results/README.md and its figures.

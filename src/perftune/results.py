@@ -56,6 +56,7 @@ class TrialRecord:
     mlflow_run_id: str | None = None
     feasible: bool = False
     violations: list[str] = field(default_factory=list)
+    worker: str | None = None  # the Ray worker process that ran it, "<node ip>:<pid>"
 
     @property
     def cpu_s(self) -> float:
@@ -300,6 +301,7 @@ _RECORD_FIELDS = (
     "mlflow_run_id",
     "feasible",
     "violations",
+    "worker",
 )
 
 

@@ -244,3 +244,40 @@ def test_groups_in_one_run_give_the_trials_of_separate_runs(ray_session, write_s
         assert (run.data.tags["perftune.dataset"], run.data.tags["perftune.model"]) == (trial.dataset, trial.model)
         assert set(run.data.params) == {"batch_size", "learning_rate", "epochs"}
         assert "_group" not in trial.params
+
+
+BUDGETS_AND_ASHA_STUDY = """
+name: budgets-asha
+datasets: [diabetes]
+models: [sgd_logistic]
+search:
+  space:
+    batch_size: [4, 16, 64]
+    learning_rate: [0.1, 0.01, 0.001, 0.0001]
+    epochs: 6
+  scheduler: {type: asha, metric: accuracy, mode: max, grace_period: 1, reduction_factor: 2}
+objectives: [accuracy]
+constraints: ['steps <= 200', 'memory_mb <= 4096']   # memory: the watchdog runs in every trial
+early_stopping: {policy: violation, min_observations: 1}
+evaluation: {eval_every: 20}
+execution: {report_interval_s: 0}   # every window reaches ASHA
+"""
+
+
+def test_trials_stopped_by_a_budget_under_asha_leave_their_worker_to_the_next_trial(ray_session, write_spec, tmp_path):
+    """Budgets and ASHA stop trials in different ways (the trial returns; Ray ends it inside tune.report); either
+    way the worker takes the next trial: a worker replaced after a stop pays a process start and its imports, and
+    a core waits meanwhile."""
+    result = perftune.tune(write_spec(BUDGETS_AND_ASHA_STUDY), out=tmp_path / "out")
+    trials = result.trials
+    stopped = [t for t in trials if t.status == "stopped_budget"]
+    assert len(trials) == 12 and "failed" not in {t.status for t in trials}
+    assert {t.params["batch_size"] for t in stopped} == {4}  # 645 planned steps; 16 plans 162, 64 plans 42
+    assert all(t.stop_reason["constraint"] == "steps <= 200" for t in stopped)
+    for trial in trials:  # the whole trial's wall time holds its training's (a trial ASHA ended has no final result)
+        assert trial.status == "stopped_early" or trial.metrics["trial_wall_s"] >= trial.metrics["wall_time_s"] > 0
+    workers = {t.worker for t in trials}
+    assert None not in workers
+    assert len(workers) <= ray.cluster_resources()["CPU"]  # one worker per CPU, trial after trial
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {t["worker"] for t in summary["trials"]} == workers

@@ -77,7 +77,8 @@ def run_trial(
     Every report and the final result hold ``windows``: the windows since the previous report. The final
     result also holds the last window's metrics, the end-of-trial inference metrics, ``trial_status``,
     ``stop_reason`` (JSON, when stopped), ``saved_cpu_s`` / ``saved_train_time_s`` estimates,
-    ``probe_overhead_s`` and ``watchdog_overhead_s``.
+    ``probe_overhead_s``, ``watchdog_overhead_s`` and ``trial_wall_s``: the wall time of the whole trial (its
+    setup, training and final measurements; what the trial kept its core busy for, waits for a CPU included).
 
     Args:
         config: the trial's hyperparameters.
@@ -88,8 +89,11 @@ def run_trial(
         on_stuck: receives the final result when the watchdog stopped the trial and the training thread did
             not unwind (stuck in native code); it must end the trial's process. None: wait for the thread.
     """
+    started = time.perf_counter()
     with limit_threads(settings.threads):  # BLAS/OpenMP/torch pools: the trial's threads, for training and measuring
-        return _run_trial(config, data, settings, report, on_finish, on_stuck)
+        final = _run_trial(config, data, settings, report, on_finish, on_stuck)
+    final["trial_wall_s"] = time.perf_counter() - started
+    return final
 
 
 def _run_trial(
