@@ -634,8 +634,9 @@ def discussion(spec: Spec, results: dict[str, StudyResult], rows: list[MethodRow
             "",
             f"Runs that kept the cores busy less than {BUSY_TARGET:.0%} of their wall time: "
             + ", ".join(f"{n} ({u:.0%})" for n, u in idle.items())
-            + ". Their wall factors are lower than their CPU savings would allow; the cause is in the run (idle "
-            "cores between trials, workers replaced), not in the method.",
+            + ". Their wall factors are lower than their CPU savings would allow; the cause is in the run (its "
+            "start before the first trial: Ray, MLflow, data, the first workers; idle cores between trials; workers "
+            "replaced), not in the method.",
         ]
     lines += [
         "",
