@@ -185,18 +185,17 @@ def test_a_second_retraining_waits_for_the_cooldown(base):
 
 
 def test_probation_limits():
+    from perftune.monitor.check import SystemMetrics
     from perftune.monitor.performance import Performance
     from perftune.retrain.probation import degradations
 
-    @dataclass
-    class System:
-        error_rate: float | None
-        latency_ms_p95: float | None
+    def System(error_rate: float, latency_ms_p95: float) -> SystemMetrics:
+        return SystemMetrics(300, 300, 60.0, latency_ms_p95 / 2, latency_ms_p95, 5.0, 5.0, error_rate, 2.0)
 
     @dataclass
     class Check:
         performance: list
-        system: System
+        system: SystemMetrics
 
     policy = ProbationSpec(max_drop=0.05, max_error_rate=0.01, max_latency_increase=0.5)
     fine = Check([Performance("accuracy", "realized", 0.74, 0.70, 0.78, 300, 0.76)], System(0.0, 10.0))
