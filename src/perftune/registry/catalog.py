@@ -381,11 +381,7 @@ class ModelRegistry:
         self.client.set_registered_model_alias(name, alias, after)
         checkpoint(f"{action}.after_alias")
         try:
-            if action == "register":
-                self.unpend(name, after)
-            entry = self.audit.append(conn, name, action, alias, before, after, reason, move["user"], details)
-            self.journal.finish(op, conn=conn)
-            return entry
+            return self.settle_move(conn, name, move, op)
         except Exception as exc:
             # no move without its audit row: put the alias back
             if before is None:
@@ -396,6 +392,20 @@ class ModelRegistry:
                 with contextlib.suppress(Exception):
                     self.journal.finish(op, OperationState.FAILED, f"alias put back: {exc}")
             raise
+
+    def settle_move(
+        self, conn: Any, name: str, move: dict[str, Any], op: int, reason: str | None = None,
+        state: OperationState = OperationState.FINISHED, note: str | None = None,
+    ) -> AuditEntry:  # fmt: skip
+        """Write the audit row of an alias move that was made (``move`` as journaled by :meth:`_move`) and settle
+        its journal entry ``op`` in the same transaction; a registered version loses its pending tag first.
+        ``reason`` replaces the move's own (recovery says it finished the move)."""
+        if move["action"] == "register":
+            self.unpend(name, move["after"])
+        entry = self.audit.append(conn, name, move["action"], move["alias"], move["before"], move["after"],
+                                  reason or move["reason"], move["user"], move["details"])  # fmt: skip
+        self.journal.finish(op, state, note, conn)
+        return entry
 
     def unpend(self, name: str, version: str) -> None:
         """Drop a version's pending tag (its registration settles)."""

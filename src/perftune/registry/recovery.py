@@ -99,10 +99,8 @@ def _complete_move(registry: ModelRegistry, operation: Operation, move: dict[str
     model, alias, before, after = operation.model, move["alias"], move["before"], move["after"]
     reason = f"{move['reason'] or move['action']} (finished by recovery: killed after moving the alias)"
     with registry.audit.locked(model) as conn:
-        if move["action"] == "register":
-            registry.unpend(model, after)
-        registry.audit.append(conn, model, move["action"], alias, before, after, reason, move["user"], move["details"])
-        registry.journal.finish(operation.id, OperationState.COMPLETED, "alias had moved; audit row written", conn)
+        registry.settle_move(conn, model, move, operation.id, reason, OperationState.COMPLETED,
+                             "alias had moved; audit row written")  # fmt: skip
     return f"finished: {alias} v{before or '—'} → v{after}, audit row written"
 
 
